@@ -1,0 +1,364 @@
+"""Payload rendering: Jinja templates in a sandbox that cannot run code or eat memory.
+
+Payload strings are Jinja templates, as in Frappe's Notification messages. They see only
+plain data (dicts, lists, strings, numbers, dates) — never a Frappe document object — so
+a template can read values but never call a method that changes anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Limits that keep one render from eating a worker's memory or CPU.
+MAX_TEMPLATE_CHARS = 20_000
+MAX_OUTPUT_CHARS = 100_000
+MAX_STRING_CHARS = 100_000
+MAX_RANGE = 1_000
+MAX_INT_BITS = 4_096
+TEMPLATE_CACHE_SIZE = 2_048
+
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+class RenderError(ValueError):
+	"""A template could not be rendered; the message says why in the user's terms."""
+
+
+def is_template(value: Any) -> bool:
+	"""True when `value` is a string holding Jinja syntax."""
+	return isinstance(value, str) and any(marker in value for marker in _TEMPLATE_MARKERS)
+
+
+# --- date helpers (shared with filters and the planner) -----------------------------------
+
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def parse_datetime(value: Any) -> dt.datetime | None:
+	"""Read a date/datetime from a datetime, date or Frappe/ISO string; None if it is none of them."""
+	if isinstance(value, dt.datetime):
+		return value.replace(tzinfo=None) if value.tzinfo else value
+	if isinstance(value, dt.date):
+		return dt.datetime(value.year, value.month, value.day)
+	if not isinstance(value, str):
+		return None
+	text = value.strip().replace("T", " ")
+	if text.endswith("Z"):
+		text = text[:-1]
+	text = re.sub(r"[+-]\d{2}:?\d{2}$", "", text) if len(text) > 10 else text
+	for fmt in _DATE_FORMATS:
+		try:
+			return dt.datetime.strptime(text, fmt)
+		except ValueError:
+			continue
+	return None
+
+
+def format_datetime(value: dt.datetime) -> str:
+	"""The storage format Frappe uses for Datetime fields."""
+	return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _shift(value: Any, delta: dt.timedelta) -> Any:
+	parsed = parse_datetime(value)
+	if parsed is None:
+		return ""
+	shifted = parsed + delta
+	is_date_only = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or (
+		isinstance(value, str) and len(value.strip()) == 10
+	)
+	if is_date_only:
+		return shifted.date().isoformat()
+	return format_datetime(shifted)
+
+
+def _number(value: Any, name: str) -> float:
+	try:
+		number = float(value)
+	except (TypeError, ValueError):
+		raise RenderError(f"{name} must be a number, got {value!r}")
+	if abs(number) > 100_000:
+		raise RenderError(f"{name} {value!r} is out of range")
+	return number
+
+
+def add_days(value: Any, days: Any = 1) -> Any:
+	return _shift(value, dt.timedelta(days=_number(days, "add_days")))
+
+
+def add_hours(value: Any, hours: Any = 1) -> Any:
+	return _shift(value, dt.timedelta(hours=_number(hours, "add_hours")))
+
+
+def add_minutes(value: Any, minutes: Any = 1) -> Any:
+	return _shift(value, dt.timedelta(minutes=_number(minutes, "add_minutes")))
+
+
+def format_date(value: Any, fmt: str = "%d-%m-%Y") -> str:
+	parsed = parse_datetime(value)
+	if parsed is None:
+		return ""
+	if not isinstance(fmt, str) or len(fmt) > 64:
+		raise RenderError("format_date: the format must be a short string such as '%d-%m-%Y'")
+	return parsed.strftime(fmt)
+
+
+# --- the sandbox -------------------------------------------------------------------------
+
+
+def _check_size(value: Any) -> Any:
+	if isinstance(value, str | list | tuple) and len(value) > MAX_STRING_CHARS:
+		raise SecurityError(f"a value longer than {MAX_STRING_CHARS} items was refused")
+	if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+		raise SecurityError("a number too large to handle was refused")
+	return value
+
+
+def _capped_join(parts: Iterable[Any]) -> str:
+	"""`~` concatenation, checked so repeated doubling cannot grow a string without bound."""
+	total = 0
+	out = []
+	for part in parts:
+		text = str(part)
+		total += len(text)
+		if total > MAX_STRING_CHARS:
+			raise SecurityError(f"a string longer than {MAX_STRING_CHARS} characters was refused")
+		out.append(text)
+	return "".join(out)
+
+
+class _CappedCodeGenerator(CodeGenerator):
+	"""Routes `~` through `_capped_join`; Jinja's own join is not interceptable otherwise."""
+
+	def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+		self.write("environment.capped_join((")
+		for arg in node.nodes:
+			self.visit(arg, frame)
+			self.write(", ")
+		self.write("))")
+
+
+_GROWING_STR_METHODS = {"ljust", "rjust", "center", "zfill", "expandtabs"}
+_BLOCKED_STR_METHODS = {"format", "format_map"}
+
+
+class FlowSandbox(ImmutableSandboxedEnvironment):
+	"""Jinja's immutable sandbox plus caps on every operation that can grow a value."""
+
+	code_generator_class = _CappedCodeGenerator
+	intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
+
+	def __init__(self) -> None:
+		super().__init__(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
+		self.capped_join = _capped_join
+		for name in ("lipsum", "cycler", "joiner"):
+			self.globals.pop(name, None)
+		self.globals["range"] = _capped_range
+		for name in ("random", "format"):
+			self.filters.pop(name, None)
+		self.filters.update(
+			add_days=add_days,
+			add_hours=add_hours,
+			add_minutes=add_minutes,
+			format_date=format_date,
+			center=_capped_filter(self.filters["center"]),
+			indent=_capped_filter(self.filters["indent"]),
+			replace=_safe_replace,
+			join=_safe_join,
+			wordwrap=_capped_filter(self.filters["wordwrap"]),
+		)
+
+	def getattr(self, obj: Any, attribute: str) -> Any:
+		# `doc.items` must be the child table, not dict.items.
+		if isinstance(obj, Mapping) and attribute in obj:
+			return obj[attribute]
+		if isinstance(obj, str) and attribute in _BLOCKED_STR_METHODS:
+			# Jinja's own str.format wrapper honours any field width: a memory bomb.
+			raise SecurityError(f"str.{attribute} is not available in flow templates")
+		return super().getattr(obj, attribute)
+
+	def getitem(self, obj: Any, argument: Any) -> Any:
+		if isinstance(obj, str) and argument in _BLOCKED_STR_METHODS:
+			raise SecurityError(f"str.{argument} is not available in flow templates")
+		return super().getitem(obj, argument)
+
+	def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+		if operator == "%" and isinstance(left, str):
+			raise SecurityError("'%' string formatting is not available in flow templates")
+		if operator == "**":
+			if isinstance(right, int | float) and abs(right) > 128:
+				raise SecurityError("exponents above 128 are not available in flow templates")
+			return _check_size(left**right)
+		if operator == "*":
+			for seq, count in ((left, right), (right, left)):
+				if isinstance(seq, str | list | tuple) and isinstance(count, int):
+					if len(seq) * count > MAX_STRING_CHARS:
+						raise SecurityError(f"a value longer than {MAX_STRING_CHARS} items was refused")
+			if isinstance(left, int) and isinstance(right, int):
+				if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+					raise SecurityError("a number too large to handle was refused")
+			return _check_size(left * right)
+		if operator == "+":
+			return _check_size(left + right)
+		return super().call_binop(context, operator, left, right)
+
+	def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+		owner = getattr(__obj, "__self__", None)
+		name = getattr(__obj, "__name__", "")
+		if isinstance(owner, str):
+			if name in _BLOCKED_STR_METHODS:
+				raise SecurityError(f"str.{name} is not available in flow templates")
+			if name in _GROWING_STR_METHODS:
+				sizes = [a for a in args if isinstance(a, int)]
+				if any(size > MAX_STRING_CHARS for size in sizes) or (
+					name == "expandtabs" and owner.count("\t") * max(sizes or [8]) > MAX_STRING_CHARS
+				):
+					raise SecurityError(f"str.{name} beyond {MAX_STRING_CHARS} characters was refused")
+			if name == "replace" and len(args) >= 2:
+				old, new = str(args[0]), str(args[1])
+				growth = (owner.count(old) if old else len(owner) + 1) * len(new)
+				if len(owner) + growth > MAX_STRING_CHARS:
+					raise SecurityError(f"str.replace beyond {MAX_STRING_CHARS} characters was refused")
+			if name == "join" and args:
+				parts = list(args[0])
+				if sum(len(str(p)) for p in parts) + len(owner) * len(parts) > MAX_STRING_CHARS:
+					raise SecurityError(f"str.join beyond {MAX_STRING_CHARS} characters was refused")
+				args = (parts, *args[1:])
+		return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+
+def _capped_range(*args: int) -> range:
+	rng = range(*args)
+	if len(rng) > MAX_RANGE:
+		raise SecurityError(f"range() is limited to {MAX_RANGE} items in flow templates")
+	return rng
+
+
+def _safe_replace(value: Any, old: Any, new: Any, count: int | None = None) -> str:
+	text, old, new = str(value), str(old), str(new)
+	growth = (text.count(old) if old else len(text) + 1) * len(new)
+	if len(text) + growth > MAX_STRING_CHARS:
+		raise SecurityError(f"replace beyond {MAX_STRING_CHARS} characters was refused")
+	return text.replace(old, new) if count is None else text.replace(old, new, count)
+
+
+def _safe_join(value: Any, separator: str = "", attribute: Any = None) -> str:
+	parts = [(item.get(attribute) if isinstance(item, Mapping) else item) for item in value]
+	if attribute is None:
+		parts = list(value)
+	return _capped_join(_interleave([str(p) for p in parts], str(separator)))
+
+
+def _interleave(parts: list[str], separator: str) -> Iterable[str]:
+	for i, part in enumerate(parts):
+		if i:
+			yield separator
+		yield part
+
+
+def _capped_filter(filter_func: Callable) -> Callable:
+	def capped(*args: Any, **kwargs: Any) -> Any:
+		for value in list(args[1:]) + list(kwargs.values()):
+			if isinstance(value, int) and value > MAX_STRING_CHARS:
+				raise SecurityError(f"filter argument {value} is above the limit of {MAX_STRING_CHARS}")
+		return _check_size(filter_func(*args, **kwargs))
+
+	# keep Jinja's pass_eval_context / pass_environment markers
+	for marker in ("jinja_pass_arg",):
+		if hasattr(filter_func, marker):
+			setattr(capped, marker, getattr(filter_func, marker))
+	return capped
+
+
+_ENV = FlowSandbox()
+
+
+@lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def compile_template(source: str):
+	"""Compile once; later renders of the same source reuse the compiled template."""
+	if len(source) > MAX_TEMPLATE_CHARS:
+		raise RenderError(f"template is {len(source)} characters; the limit is {MAX_TEMPLATE_CHARS}")
+	try:
+		return _ENV.from_string(source)
+	except TemplateSyntaxError as e:
+		raise RenderError(f"template syntax error on line {e.lineno}: {e.message}")
+
+
+def template_syntax_error(source: str) -> str | None:
+	"""The syntax problem of a template, or None when it compiles."""
+	if not is_template(source):
+		return None
+	try:
+		compile_template(source)
+	except RenderError as e:
+		return str(e)
+	return None
+
+
+def render_string(source: str, context: Mapping[str, Any]) -> str:
+	"""Render one template string; plain strings come back unchanged."""
+	if not is_template(source):
+		return source
+	template = compile_template(source)
+	size = 0
+	chunks = []
+	try:
+		for chunk in template.generate(context):
+			size += len(chunk)
+			if size > MAX_OUTPUT_CHARS:
+				raise RenderError(f"rendered output is longer than {MAX_OUTPUT_CHARS} characters")
+			chunks.append(chunk)
+	except SecurityError as e:
+		raise RenderError(f"refused by the template sandbox: {e}")
+	except UndefinedError as e:
+		raise RenderError(f"undefined value: {e.message}")
+	except TemplateError as e:
+		raise RenderError(f"template error: {e}")
+	except (TypeError, ValueError, ArithmeticError, LookupError) as e:
+		if isinstance(e, RenderError):
+			raise
+		raise RenderError(f"template error: {e}")
+	return "".join(chunks)
+
+
+def render_value(value: Any, context: Mapping[str, Any], pointer: str = "") -> Any:
+	"""Render every string inside a JSON-like value; keys and non-strings are left alone.
+
+	Errors name the JSON pointer of the string that failed, e.g. `/body/contact`.
+	"""
+	if isinstance(value, str):
+		try:
+			return render_string(value, context)
+		except RenderError as e:
+			raise RenderError(f"{pointer or '/'}: {e}")
+	if isinstance(value, Mapping):
+		return {k: render_value(v, context, f"{pointer}/{_escape(k)}") for k, v in value.items()}
+	if isinstance(value, list | tuple):
+		return [render_value(v, context, f"{pointer}/{i}") for i, v in enumerate(value)]
+	return value
+
+
+def iter_template_strings(value: Any, pointer: str = "") -> Iterable[tuple[str, str]]:
+	"""(pointer, source) for every template string inside a JSON-like value."""
+	if isinstance(value, str):
+		if is_template(value):
+			yield pointer or "/", value
+	elif isinstance(value, Mapping):
+		for k, v in value.items():
+			yield from iter_template_strings(v, f"{pointer}/{_escape(k)}")
+	elif isinstance(value, list | tuple):
+		for i, v in enumerate(value):
+			yield from iter_template_strings(v, f"{pointer}/{i}")
+
+
+def _escape(key: Any) -> str:
+	return str(key).replace("~", "~0").replace("/", "~1")
