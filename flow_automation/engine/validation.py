@@ -97,7 +97,7 @@ class ValidationIssue:
 		where = (
 			f"step '{self.step_id}'"
 			if self.step_id
-			else ("step #%d" % (self.index + 1) if self.index is not None else "flow")
+			else (f"step #{self.index + 1}" if self.index is not None else "flow")
 		)
 		return f"{where} {self.pointer or '/'}: {self.message}"
 
