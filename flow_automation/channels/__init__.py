@@ -1,0 +1,1 @@
+"""Messaging channels: pure Python (no Frappe) clients, payload builders and parsers."""
