@@ -447,9 +447,10 @@ class _Run:
 
 	def apply_outcome(self, step: Step, outcome: Outcome) -> None:
 		entry = self.entry(step.id)
+		if entry.get("due_at") or (entry.get("wait") or {}).get("until"):
+			self.clear_timer(step.id)  # only steps that had a timer: no needless writes
 		for key in ("due_at", "scheduled_for", "wait", "result"):
 			entry.pop(key, None)
-		self.clear_timer(step.id)
 		if outcome.variables:
 			self.variables.update(outcome.variables)
 		if outcome.status == DONE:
@@ -689,15 +690,11 @@ def restored_timers(step_state: Mapping[str, Mapping[str, Any]]) -> list[Timer]:
 	return timers
 
 
-def cancel(
-	step_state: Mapping[str, Mapping[str, Any]], now: dt.datetime
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
-	"""Cancel every open step; returns the new state and the steps whose timers to clear."""
+def cancel(step_state: Mapping[str, Mapping[str, Any]], now: dt.datetime) -> dict[str, dict[str, Any]]:
+	"""Every open step cancelled; the caller cancels the run's timers."""
 	state: dict[str, dict[str, Any]] = json.loads(json.dumps(step_state or {}, default=str))
-	cleared = []
-	for step_id, entry in state.items():
+	for entry in state.values():
 		if entry.get("status") not in TERMINAL:
 			entry.update(status=CANCELLED, finished_at=_ts(now))
 			entry.pop("wait", None)
-			cleared.append(step_id)
-	return state, cleared
+	return state

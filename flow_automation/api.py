@@ -1,0 +1,217 @@
+"""Whitelisted API: `/api/method/flow_automation.api.<name>`.
+
+Every method checks the caller's role and document permissions first. Flow User starts,
+advances, completes, cancels and retries runs; Flow Manager (and System Manager) also
+validates and dry-runs templates. Bad input raises a ValidationError that names the field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import frappe
+from frappe import _
+
+from flow_automation import runtime
+from flow_automation.engine import catalog
+from flow_automation.engine.definition import STEP_TRIGGERS, extract_definition
+from flow_automation.engine.validation import definition_json_schema
+from flow_automation.engine.validation import validate_definition as _validate
+
+FLOW_USER_ROLES = ("Flow User", "Flow Manager", "System Manager")
+FLOW_MANAGER_ROLES = ("Flow Manager", "System Manager")
+
+
+def require_roles(roles: tuple[str, ...]) -> None:
+	"""PermissionError (403) unless the session user has one of `roles`.
+
+	Not `frappe.only_for`: that one lets everything through while tests run.
+	"""
+	if frappe.session.user == "Administrator":
+		return
+	if set(roles).isdisjoint(frappe.get_roles()):
+		frappe.throw(
+			_("This action needs one of these roles: {0}").format(", ".join(roles)),
+			frappe.PermissionError,
+			title=_("Not Permitted"),
+		)
+
+
+def _require_run(run: str, ptype: str = "read") -> None:
+	if not run or not isinstance(run, str):
+		frappe.throw(_("run: give the name of a Flow Run"), frappe.ValidationError)
+	if not frappe.db.exists("Flow Run", run):
+		frappe.throw(_("run: Flow Run {0} does not exist").format(frappe.bold(run)), frappe.DoesNotExistError)
+	frappe.has_permission("Flow Run", ptype, run, throw=True)
+
+
+def _json_arg(value: Any, name: str, expected: type | tuple[type, ...] = dict) -> Any:
+	if value is None or value == "":
+		return None
+	if isinstance(value, str):
+		try:
+			value = json.loads(value)
+		except ValueError as e:
+			frappe.throw(_("{0}: not valid JSON ({1})").format(name, e), frappe.ValidationError)
+	if not isinstance(value, expected):
+		kind = "an object" if expected is dict else "a list"
+		frappe.throw(_("{0}: must be {1}").format(name, kind), frappe.ValidationError)
+	return value
+
+
+def _run_summary(run: str) -> dict[str, Any]:
+	values = frappe.db.get_value("Flow Run", run, ["name", "status", "error", "next_due_at"], as_dict=True)
+	return {
+		"run": values.name,
+		"status": values.status,
+		"error": values.error,
+		"next_due_at": values.next_due_at,
+	}
+
+
+@frappe.whitelist(methods=["POST"])
+def start(
+	template: str,
+	reference_doctype: str | None = None,
+	reference_name: str | None = None,
+	variables: dict | str | None = None,
+	contact: str | None = None,
+	run_now: bool = False,
+) -> dict[str, Any]:
+	"""Start a run of `template`, optionally against a document; returns the run and its status.
+
+	The run advances in a background job after commit, or in this request with `run_now`.
+	"""
+	require_roles(FLOW_USER_ROLES)
+	if not template or not isinstance(template, str):
+		frappe.throw(_("template: give the name of a Flow Template"), frappe.ValidationError)
+	if not frappe.db.exists("Flow Template", template):
+		frappe.throw(
+			_("template: Flow Template {0} does not exist").format(frappe.bold(template)),
+			frappe.ValidationError,
+		)
+	frappe.has_permission("Flow Template", "read", template, throw=True)
+	if bool(reference_doctype) != bool(reference_name):
+		frappe.throw(_("reference_doctype and reference_name go together"), frappe.ValidationError)
+	if reference_doctype:
+		if not frappe.db.exists("DocType", reference_doctype):
+			frappe.throw(
+				_("reference_doctype: {0} is not a DocType").format(reference_doctype), frappe.ValidationError
+			)
+		if not frappe.db.exists(reference_doctype, reference_name):
+			frappe.throw(
+				_("reference_name: {0} {1} does not exist").format(_(reference_doctype), reference_name),
+				frappe.ValidationError,
+			)
+		frappe.has_permission(reference_doctype, "read", reference_name, throw=True)
+	name = runtime.start_run(
+		template,
+		reference_doctype=reference_doctype,
+		reference_name=reference_name,
+		variables=_json_arg(variables, "variables") or {},
+		contact=contact,
+		trigger={"type": "API", "user": frappe.session.user},
+		advance="now" if frappe.utils.cint(run_now) else "async",
+	)
+	return _run_summary(name)
+
+
+@frappe.whitelist(methods=["POST"])
+def advance(run: str) -> dict[str, Any]:
+	"""Advance a run now: fire whatever is due and execute ready steps."""
+	require_roles(FLOW_USER_ROLES)
+	_require_run(run, "read")
+	runtime.advance_run(run)
+	return _run_summary(run)
+
+
+@frappe.whitelist(methods=["POST"])
+def complete(run: str, step: str, result: dict | str | None = None) -> dict[str, Any]:
+	"""Complete a waiting `manual` or `on_webhook` step; `result` becomes `steps.<step>.output`."""
+	require_roles(FLOW_USER_ROLES)
+	_require_run(run, "read")
+	if not step or not isinstance(step, str):
+		frappe.throw(_("step: give the id of the waiting step"), frappe.ValidationError)
+	runtime.complete_step(run, step, _json_arg(result, "result") or {})
+	return _run_summary(run)
+
+
+@frappe.whitelist(methods=["POST"])
+def cancel(run: str, reason: str | None = None) -> dict[str, Any]:
+	"""Cancel a run, its open steps and its active sub-flows."""
+	require_roles(FLOW_USER_ROLES)
+	_require_run(run, "read")
+	runtime.cancel_run(run, reason)
+	return _run_summary(run)
+
+
+@frappe.whitelist(methods=["POST"])
+def retry(run: str, steps: list | str) -> dict[str, Any]:
+	"""Retry the chosen failed steps of a run."""
+	require_roles(FLOW_USER_ROLES)
+	_require_run(run, "read")
+	if isinstance(steps, str) and not steps.strip().startswith("["):
+		steps = [s.strip() for s in steps.split(",") if s.strip()]
+	step_ids = _json_arg(steps, "steps", list) or []
+	if not step_ids or not all(isinstance(s, str) for s in step_ids):
+		frappe.throw(_("steps: give a list of failed step ids"), frappe.ValidationError)
+	runtime.retry_steps(run, step_ids)
+	return _run_summary(run)
+
+
+@frappe.whitelist(methods=["POST"])
+def validate_definition(definition: dict | str) -> dict[str, Any]:
+	"""Validate a definition (or a template export); returns every problem found."""
+	require_roles(FLOW_USER_ROLES)
+	raw = _json_arg(definition, "definition")
+	if raw is None:
+		frappe.throw(_("definition: give a flow definition as a JSON object"), frappe.ValidationError)
+	raw, _meta = extract_definition(raw)
+	issues = _validate(raw)
+	return {"valid": not issues, "errors": [issue.as_dict() | {"text": str(issue)} for issue in issues]}
+
+
+@frappe.whitelist(methods=["POST"])
+def simulate(
+	template: str,
+	reference_doctype: str | None = None,
+	reference_name: str | None = None,
+	variables: dict | str | None = None,
+	answers: dict | str | None = None,
+) -> dict[str, Any]:
+	"""Dry-run a template against a real document: executes inside a savepoint with outbound
+	calls recorded, delays fast-forwarded, then rolls everything back. Returns the trace."""
+	require_roles(FLOW_MANAGER_ROLES)
+	if not template or not frappe.db.exists("Flow Template", template):
+		frappe.throw(
+			_("template: Flow Template {0} does not exist").format(frappe.bold(template)),
+			frappe.ValidationError,
+		)
+	frappe.has_permission("Flow Template", "read", template, throw=True)
+	if reference_doctype and reference_name:
+		if not frappe.db.exists(reference_doctype, reference_name):
+			frappe.throw(
+				_("reference_name: {0} {1} does not exist").format(_(reference_doctype), reference_name),
+				frappe.ValidationError,
+			)
+		frappe.has_permission(reference_doctype, "read", reference_name, throw=True)
+	result = runtime.simulate_template(
+		template,
+		reference_doctype=reference_doctype,
+		reference_name=reference_name,
+		variables=_json_arg(variables, "variables") or {},
+		answers=_json_arg(answers, "answers") or {},
+	)
+	return result.as_dict()
+
+
+@frappe.whitelist()
+def get_step_catalog() -> dict[str, Any]:
+	"""The step kinds, step triggers and the definition JSON schema, for the Desk editor."""
+	require_roles(FLOW_USER_ROLES)
+	return {
+		"kinds": [kind.describe() for kind in catalog.all_kinds()],
+		"triggers": list(STEP_TRIGGERS),
+		"schema": definition_json_schema(),
+	}

@@ -1,0 +1,144 @@
+"""Bench commands: `bench --site S flow-automation <command>`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import frappe
+from frappe.commands import get_site, pass_context
+
+
+def _connect(context) -> None:
+	frappe.init(site=get_site(context))
+	frappe.connect()
+
+
+@click.group("flow-automation")
+def flow_automation() -> None:
+	"""Flow Automation: seed templates, fire due steps, inspect and dry-run flows."""
+
+
+@flow_automation.command("seed-templates")
+@click.option("--path", help="folder of flow JSON files (default: the app's fixtures/)")
+@pass_context
+def seed_templates(context, path=None):
+	"""Load the app's system flow templates (idempotent)."""
+	from flow_automation.flow_automation.doctype.flow_template.flow_template import seed_templates as seed
+
+	_connect(context)
+	try:
+		for name, action in seed(path):
+			click.echo(f"{name}: {action}")
+		frappe.db.commit()
+	finally:
+		frappe.destroy()
+
+
+@flow_automation.command("run-due")
+@pass_context
+def run_due(context):
+	"""Fire every due delayed step now, in this process."""
+	from flow_automation.scheduler import run_due as fire
+
+	_connect(context)
+	try:
+		count = fire(inline=True)
+		frappe.db.commit()
+		click.echo(f"fired {count} due row(s)")
+	finally:
+		frappe.destroy()
+
+
+@flow_automation.command("inspect")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="print the run as JSON")
+@pass_context
+def inspect(context, run, as_json=False):
+	"""Show a run: status, every step with its state, attempts and errors."""
+	from flow_automation.runtime import run_timeline
+
+	_connect(context)
+	try:
+		if not frappe.db.exists("Flow Run", run):
+			raise click.ClickException(f"Flow Run {run} does not exist")
+		doc = frappe.get_doc("Flow Run", run)
+		timeline = run_timeline(doc)
+		if as_json:
+			click.echo(json.dumps({"run": doc.as_dict(), "steps": timeline}, indent=1, default=str))
+			return
+		click.echo(f"Run {doc.name}: {doc.template} v{doc.version} — {doc.status}")
+		if doc.reference_doctype:
+			click.echo(f"  document: {doc.reference_doctype} {doc.reference_name}")
+		click.echo(
+			f"  started {doc.started_at or '-'}  completed {doc.completed_at or '-'}  next due {doc.next_due_at or '-'}"
+		)
+		if doc.error:
+			click.echo(f"  error: {doc.error}")
+		for step in timeline:
+			extra = []
+			if step["branch"]:
+				extra.append(f"branch {step['branch']}")
+			if step["due_at"]:
+				extra.append(f"due {step['due_at']}")
+			if step["reason"]:
+				extra.append(step["reason"])
+			click.echo(f"  {step['id']:<20} {step['kind']:<16} {step['status']:<10} {'; '.join(extra)}")
+			for attempt in step["attempts"]:
+				line = f"      #{attempt.attempt} {attempt.status:<8} {attempt.started_at} {attempt.duration_ms or 0:.1f} ms"
+				if attempt.error:
+					line += f"  {attempt.error.splitlines()[0][:160]}"
+				click.echo(line)
+	finally:
+		frappe.destroy()
+
+
+@flow_automation.command("simulate")
+@click.argument("template")
+@click.option("--doc", "doc", help="the trigger document as DOCTYPE/NAME")
+@click.option("--variables", help="run variables as JSON")
+@click.option("--answers", help="answers for waiting steps as JSON")
+@click.option("--json", "as_json", is_flag=True, help="print the trace as JSON")
+@pass_context
+def simulate(context, template, doc=None, variables=None, answers=None, as_json=False):
+	"""Dry-run TEMPLATE against a real document; everything is rolled back."""
+	from flow_automation.runtime import simulate_template
+
+	_connect(context)
+	try:
+		reference_doctype = reference_name = None
+		if doc:
+			if "/" not in doc:
+				raise click.ClickException("--doc takes DOCTYPE/NAME, e.g. --doc ToDo/abc123")
+			reference_doctype, reference_name = doc.split("/", 1)
+		frappe.set_user("Administrator")
+		result = simulate_template(
+			template,
+			reference_doctype=reference_doctype,
+			reference_name=reference_name,
+			variables=json.loads(variables) if variables else None,
+			answers=json.loads(answers) if answers else None,
+		)
+		frappe.db.rollback()
+		if as_json:
+			click.echo(json.dumps(result.as_dict(), indent=1, default=str))
+			return
+		click.echo(f"Dry run of {template}: {result.status}")
+		for entry in result.timeline:
+			detail = (
+				entry.note or json.dumps(entry.payload, default=str)[:160] if entry.payload else entry.note
+			)
+			branch = f" → {entry.branch}" if entry.branch else ""
+			error = f"  ERROR {entry.error}" if entry.error else ""
+			click.echo(
+				f"  {entry.at}  {entry.step_id:<20} {entry.kind:<16} {entry.action:<9}{branch} {detail or ''}{error}"
+			)
+		for call in result.calls:
+			click.echo(f"  recorded: {json.dumps(call, default=str)[:200]}")
+		if result.error:
+			click.echo(f"Error: {result.error}")
+	finally:
+		frappe.destroy()
+
+
+commands = [flow_automation]

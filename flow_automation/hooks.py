@@ -1,0 +1,30 @@
+app_name = "flow_automation"
+app_title = "Flow Automation"
+app_publisher = "flow_automation developers"
+app_description = (
+	"Durable, observable multi-step automation flows for Frappe, with WhatsApp as a first-class channel"
+)
+app_email = "dev@flow-automation.local"
+app_license = "mit"
+
+export_python_type_annotations = True
+
+after_install = "flow_automation.install.after_install"
+after_migrate = "flow_automation.install.after_migrate"
+
+# Desk
+doctype_js = {}
+app_include_js = []
+
+# Retention, managed where admins manage every other log (Log Settings)
+default_log_clearing_doctypes = {
+	"Flow Step Log": 30,
+	"Flow Run": 90,
+	"Flow Step Pending": 7,
+}
+
+scheduler_events = {
+	"cron": {
+		"* * * * *": ["flow_automation.scheduler.run_due"],
+	},
+}

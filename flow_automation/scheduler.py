@@ -1,0 +1,176 @@
+"""The minute cron: claim due Flow Step Pending rows and hand them to RQ workers.
+
+Claiming follows graphile-worker: select due rows `FOR UPDATE SKIP LOCKED` in a batch,
+mark them Running with a lease and a bumped claim count in the same short transaction,
+commit, then enqueue one job per run. Any number of schedulers and workers can do this at
+once without two of them getting the same row. A row whose lease ran out (its worker was
+killed) is claimed again; after `MAX_CLAIMS` claims it fails and so does its run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+import frappe
+from frappe.utils import add_to_date, now_datetime
+
+MAX_CLAIMS = 5
+DEFAULT_LEASE_SECONDS = 1800
+DEFAULT_BATCH = 200
+FIRE_JOB_TIMEOUT = 600  # seconds; the lease must stay longer than this
+
+
+def _settings() -> dict[str, Any]:
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		get_settings,
+	)
+
+	return get_settings()
+
+
+def _commit() -> None:
+	# Tests run in one transaction that is rolled back at the end; never commit there.
+	if not frappe.flags.in_test:
+		frappe.db.commit()
+
+
+def lease_seconds() -> int:
+	return max(int(_settings().get("lease_seconds") or DEFAULT_LEASE_SECONDS), FIRE_JOB_TIMEOUT + 60)
+
+
+def claim_due(now: dt.datetime | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+	"""Claim due rows (and rows whose lease expired) for this caller; returns [{name, run, attempt}]."""
+	now = now or now_datetime()
+	limit = limit or int(_settings().get("claim_batch_size") or DEFAULT_BATCH)
+	table = frappe.qb.DocType("Flow Step Pending")
+	due = (
+		frappe.qb.from_(table)
+		.select(table.name, table.run, table.attempt)
+		.where((table.status == "Pending") & (table.trigger_at <= now))
+		.orderby(table.trigger_at)
+		.limit(limit)
+		.for_update(skip_locked=True)
+		.run(as_dict=True)
+	)
+	if len(due) < limit:
+		due += (
+			frappe.qb.from_(table)
+			.select(table.name, table.run, table.attempt)
+			.where((table.status == "Running") & (table.lease_until < now))
+			.orderby(table.lease_until)
+			.limit(limit - len(due))
+			.for_update(skip_locked=True)
+			.run(as_dict=True)
+		)
+	if not due:
+		return []
+	lease_until = add_to_date(now, seconds=lease_seconds())
+	(
+		frappe.qb.update(table)
+		.set(table.status, "Running")
+		.set(table.attempt, table.attempt + 1)
+		.set(table.lease_until, lease_until)
+		.set(table.modified, now)
+		.where(table.name.isin([row.name for row in due]))
+	).run()
+	for row in due:
+		row.attempt = (row.attempt or 0) + 1
+	return due
+
+
+def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
+	"""The cron entry: claim everything due and fire it; returns how many rows were claimed.
+
+	`inline=True` fires in this process (the `run-due` bench command); otherwise each run
+	gets a background job.
+	"""
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		is_paused,
+	)
+
+	if is_paused():
+		return 0
+	now = now or now_datetime()
+	claimed_total = 0
+	while True:
+		claimed = claim_due(now)
+		_commit()
+		if not claimed:
+			break
+		claimed_total += len(claimed)
+		too_often = [row for row in claimed if row.attempt > MAX_CLAIMS]
+		if too_often:
+			give_up(too_often)
+		by_run: dict[str, list[str]] = defaultdict(list)
+		for row in claimed:
+			if row.attempt <= MAX_CLAIMS:
+				by_run[row.run].append(row.name)
+		for run, names in by_run.items():
+			if inline:
+				fire_due(run, names, now=now)
+			else:
+				frappe.enqueue(
+					"flow_automation.scheduler.fire_due",
+					queue="default",
+					timeout=FIRE_JOB_TIMEOUT,
+					job_id=f"flow_automation:fire:{names[0]}",
+					deduplicate=not frappe.flags.in_test,
+					now=frappe.flags.in_test,
+					run=run,
+					pending=names,
+				)
+		if len(claimed) < int(_settings().get("claim_batch_size") or DEFAULT_BATCH):
+			break
+	from flow_automation.triggers import drain_outbox
+
+	drain_outbox(now)
+	return claimed_total
+
+
+def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> None:
+	"""Advance a run for its claimed rows, then mark them Done in the same transaction."""
+	from flow_automation.runtime import RunNotFound, advance_run
+
+	table = frappe.qb.DocType("Flow Step Pending")
+	try:
+		advance_run(run, now=now)
+	except RunNotFound:
+		pass
+	except Exception as e:
+		frappe.db.rollback()
+		# Leave the rows Running: the lease runs out and the next claim retries them.
+		(
+			frappe.qb.update(table)
+			.set(table.last_error, f"{type(e).__name__}: {e}"[:1000])
+			.where(table.name.isin(pending))
+		).run()
+		_commit()
+		raise
+	(
+		frappe.qb.update(table)
+		.set(table.status, "Done")
+		.set(table.lease_until, None)
+		.set(table.modified, now_datetime())
+		.where(table.name.isin(pending) & (table.status == "Running"))
+	).run()
+	_commit()
+
+
+def give_up(rows: list[dict[str, Any]]) -> None:
+	"""Rows claimed MAX_CLAIMS times never finished (a crashing worker): fail them and their runs."""
+	from flow_automation.runtime import fail_run
+
+	table = frappe.qb.DocType("Flow Step Pending")
+	(
+		frappe.qb.update(table)
+		.set(table.status, "Failed")
+		.set(table.lease_until, None)
+		.where(table.name.isin([row.name for row in rows]))
+	).run()
+	for run in {row.run for row in rows}:
+		fail_run(
+			run, f"a due step was claimed {MAX_CLAIMS} times and never finished (worker crash or timeout)"
+		)
+	_commit()
