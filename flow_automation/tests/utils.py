@@ -1,0 +1,176 @@
+"""Factories and helpers for the integration tests (real site, real MariaDB and Redis)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import frappe
+
+from flow_automation.flow_automation.doctype.flow_template.flow_template import template_values_from_export
+
+TEST_EMAIL_ACCOUNT = "Flow Automation Test Outgoing"
+
+
+def unique(prefix: str = "Test Flow") -> str:
+	return f"{prefix} {frappe.generate_hash(length=8)}"
+
+
+def make_template(
+	steps: list[dict[str, Any]],
+	*,
+	name: str | None = None,
+	variables: dict[str, Any] | None = None,
+	trigger: dict[str, Any] | None = None,
+	options: dict[str, Any] | None = None,
+	enabled: bool = True,
+	**fields: Any,
+):
+	"""Insert a Flow Template built from definition steps (the export shape)."""
+	data = {
+		"template_name": name or unique(),
+		"enabled": enabled,
+		"trigger": trigger or {"type": "Manual"},
+		"options": options or {},
+		"definition": {"version": 1, "variables": variables or {}, "steps": steps},
+	}
+	doc = frappe.get_doc({"doctype": "Flow Template", **template_values_from_export(data), **fields})
+	doc.insert()
+	return doc
+
+
+def make_todo(description: str = "flow test", **fields: Any):
+	return frappe.get_doc({"doctype": "ToDo", "description": description, **fields}).insert()
+
+
+def ensure_email_account() -> None:
+	"""frappe.sendmail needs a default outgoing account; nothing is sent (the queue is not flushed)."""
+	if frappe.db.exists("Email Account", TEST_EMAIL_ACCOUNT):
+		return
+	frappe.get_doc(
+		{
+			"doctype": "Email Account",
+			"email_account_name": TEST_EMAIL_ACCOUNT,
+			"email_id": "flows@example.com",
+			"enable_outgoing": 1,
+			"default_outgoing": 1,
+			"smtp_server": "127.0.0.1",
+			"smtp_port": 2525,
+			"password": "unused",
+			"awaiting_password": 0,
+		}
+	).insert(ignore_permissions=True)
+	frappe.db.commit()
+
+
+def run_doc(run: str):
+	return frappe.get_doc("Flow Run", run)
+
+
+def state(run: str) -> dict[str, Any]:
+	return json.loads(frappe.db.get_value("Flow Run", run, "step_state") or "{}")
+
+
+def step_status(run: str) -> dict[str, str]:
+	return {step: entry.get("status") for step, entry in state(run).items()}
+
+
+def logs(run: str) -> list[Any]:
+	return frappe.get_all(
+		"Flow Step Log",
+		filters={"run": run},
+		fields=["step_id", "status", "attempt", "branch", "error", "input", "output", "duration_ms"],
+		order_by="creation asc, started_at asc",
+	)
+
+
+def pending(run: str, status: str | None = "Pending") -> list[Any]:
+	filters: dict[str, Any] = {"run": run}
+	if status:
+		filters["status"] = status
+	return frappe.get_all(
+		"Flow Step Pending",
+		filters=filters,
+		fields=["name", "step_id", "trigger_at", "status", "purpose", "attempt"],
+		order_by="trigger_at asc",
+	)
+
+
+class RecordingServer:
+	"""A real HTTP server on loopback that records requests and answers as told."""
+
+	def __init__(self):
+		self.requests: list[dict[str, Any]] = []
+		self.responses: list[tuple[int, Any]] = []
+		server = self
+
+		class Handler(BaseHTTPRequestHandler):
+			def _handle(self):
+				length = int(self.headers.get("Content-Length") or 0)
+				body = self.rfile.read(length) if length else b""
+				server.requests.append(
+					{"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+				)
+				status, payload = server.responses.pop(0) if server.responses else (200, {"ok": True})
+				data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+				self.send_response(status)
+				self.send_header("Content-Type", "application/json")
+				self.send_header("Content-Length", str(len(data)))
+				self.end_headers()
+				self.wfile.write(data)
+
+			do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+			def log_message(self, *args):
+				pass
+
+		self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+		self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+		self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+	def __enter__(self) -> RecordingServer:
+		self.thread.start()
+		return self
+
+	def __exit__(self, *exc) -> None:
+		self.httpd.shutdown()
+		self.httpd.server_close()
+
+	def json_bodies(self) -> list[Any]:
+		return [json.loads(r["body"]) if r["body"] else None for r in self.requests]
+
+
+@contextmanager
+def site_config(**values: Any):
+	"""Temporarily set site config keys for this process."""
+	old = {k: frappe.conf.get(k) for k in values}
+	frappe.conf.update(values)
+	try:
+		yield
+	finally:
+		for k, v in old.items():
+			if v is None:
+				frappe.conf.pop(k, None)
+			else:
+				frappe.conf[k] = v
+
+
+@contextmanager
+def count_queries():
+	"""Count every SQL statement sent through frappe.db.sql (exact, unlike assertQueryCount's <=)."""
+	queries: list[str] = []
+	original = frappe.db.__class__.sql
+
+	def counted(self, *args, **kwargs):
+		result = original(self, *args, **kwargs)
+		queries.append(str(self.last_query))
+		return result
+
+	frappe.db.__class__.sql = counted
+	try:
+		yield queries
+	finally:
+		frappe.db.__class__.sql = original

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The project's one test command.
+#
+#   bash scripts/test.sh            unit tests always; integration tests when a bench is found
+#   bash scripts/test.sh --unit     unit tests only
+#
+# Unit layer: pytest over tests/ (the Frappe-free engine and channel code) in a venv at
+# .venv (created on first use). Integration layer: `bench run-tests --app flow_automation`
+# on a test site of a Frappe v15 bench found through $FRAPPE_BENCH or the usual places
+# (/opt/*, /home/*/*, /root/*); this checkout is linked into the bench's apps/ and
+# installed/migrated on the test site first. The summary says loudly which layers ran.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+unit_only=0
+[ "${1:-}" = "--unit" ] && unit_only=1
+
+red() { printf '\033[1;31m%s\033[0m\n' "$*"; }
+green() { printf '\033[1;32m%s\033[0m\n' "$*"; }
+yellow() { printf '\033[1;33m%s\033[0m\n' "$*"; }
+
+# --- unit layer -------------------------------------------------------------------------
+venv="${FLOW_AUTOMATION_VENV:-$here/.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+	python3 -m venv "$venv" || { red "cannot create $venv"; exit 2; }
+fi
+stamp="$venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+	"$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]" || { red "pip install failed"; exit 2; }
+	touch "$stamp"
+fi
+echo "== unit tests (pytest, no Frappe) =="
+"$venv/bin/python" -m pytest -q tests
+unit_rc=$?
+
+# --- integration layer ------------------------------------------------------------------
+find_bench() {
+	if [ -n "${FRAPPE_BENCH:-}" ]; then
+		[ -f "$FRAPPE_BENCH/sites/apps.txt" ] && echo "$FRAPPE_BENCH"
+		return
+	fi
+	for f in /opt/*/sites/apps.txt /home/*/*/sites/apps.txt /root/*/sites/apps.txt; do
+		[ -f "$f" ] && { dirname "$(dirname "$f")"; return; }
+	done
+}
+
+find_site() {
+	local bench="$1"
+	if [ -n "${FRAPPE_TEST_SITE:-}" ]; then
+		echo "$FRAPPE_TEST_SITE"
+		return
+	fi
+	for conf in "$bench"/sites/*/site_config.json; do
+		grep -Eq '"allow_tests"[[:space:]]*:[[:space:]]*(true|1)' "$conf" 2>/dev/null && { basename "$(dirname "$conf")"; return; }
+	done
+}
+
+integration="SKIPPED"
+integration_rc=0
+reason=""
+if [ "$unit_only" = 1 ]; then
+	reason="--unit given"
+else
+	bench="$(find_bench)"
+	site=""
+	[ -n "$bench" ] && site="$(find_site "$bench")"
+	if [ -z "$bench" ]; then
+		reason="no Frappe bench found (set FRAPPE_BENCH to a bench folder)"
+	elif [ -z "$site" ]; then
+		reason="no test site in $bench (a site with allow_tests: true, or set FRAPPE_TEST_SITE)"
+	else
+		echo
+		echo "== integration tests (bench $bench, site $site) =="
+		frappe_cli() { (cd "$bench/sites" && "$bench/env/bin/python" -m frappe.utils.bench_helper frappe "$@"); }
+		link="$bench/apps/flow_automation"
+		if [ -e "$link" ] && [ ! -L "$link" ]; then
+			red "$link is a real folder, not a link to this checkout; move it away to let the tests link $here"
+			exit 2
+		fi
+		ln -sfn "$here" "$link"
+		installed="$("$bench/env/bin/python" -c 'import flow_automation, os; print(os.path.realpath(os.path.dirname(flow_automation.__file__)))' 2>/dev/null)"
+		if [ "$installed" != "$(realpath "$here/flow_automation")" ]; then
+			"$bench/env/bin/pip" install -q --disable-pip-version-check -e "$link" || { red "pip install into the bench failed"; exit 2; }
+		fi
+		grep -qx flow_automation "$bench/sites/apps.txt" || { sed -i -e '$a\' "$bench/sites/apps.txt"; echo flow_automation >> "$bench/sites/apps.txt"; }
+		if ! frappe_cli --site "$site" list-apps 2>/dev/null | grep -q flow_automation; then
+			frappe_cli --site "$site" install-app flow_automation || { red "install-app failed"; exit 2; }
+		fi
+		# migrate only when the schema or patches changed since the last run on this site
+		schema="$(cat flow_automation/*/doctype/*/*.json flow_automation/patches.txt flow_automation/hooks.py \
+			$(ls flow_automation/*/workspace/*/*.json flow_automation/*/number_card/*/*.json flow_automation/*/dashboard_chart/*/*.json 2>/dev/null) | sha1sum | cut -c1-16)"
+		marker="$bench/sites/$site/.flow_automation_schema"
+		if [ "$(cat "$marker" 2>/dev/null)" != "$schema" ]; then
+			frappe_cli --site "$site" migrate --skip-search-index > /tmp/flow_automation_migrate.log 2>&1 \
+				|| { red "migrate failed (see /tmp/flow_automation_migrate.log)"; tail -20 /tmp/flow_automation_migrate.log; exit 2; }
+			echo "$schema" > "$marker"
+		fi
+		# CI=1: bench run-tests exits 0 on failing tests without it
+		CI=1 frappe_cli --site "$site" run-tests --app flow_automation
+		integration_rc=$?
+		if [ $integration_rc -eq 0 ]; then integration="PASSED"; else integration="FAILED"; fi
+	fi
+fi
+
+echo
+echo "================ test layers ================"
+if [ $unit_rc -eq 0 ]; then green "unit (tests/, pytest):          PASSED"; else red "unit (tests/, pytest):          FAILED"; fi
+case "$integration" in
+	PASSED) green "integration (bench run-tests): PASSED" ;;
+	FAILED) red "integration (bench run-tests): FAILED" ;;
+	*) yellow "integration (bench run-tests): SKIPPED — $reason"
+	   yellow "!!! Only the Frappe-free layer ran. Nothing that touches Frappe was tested. !!!" ;;
+esac
+[ $unit_rc -eq 0 ] && [ $integration_rc -eq 0 ]
