@@ -25,6 +25,20 @@ default_log_clearing_doctypes = {
 
 scheduler_events = {
 	"cron": {
-		"* * * * *": ["flow_automation.scheduler.run_due"],
+		"* * * * *": ["flow_automation.scheduler.every_minute"],
 	},
 }
+
+# Document Event triggers. The no-match path costs no SQL (cached per-doctype index).
+doc_events = {
+	"*": {
+		"after_insert": "flow_automation.triggers.on_document_event",
+		"on_update": "flow_automation.triggers.on_document_event",
+		"on_submit": "flow_automation.triggers.on_document_event",
+		"on_cancel": "flow_automation.triggers.on_document_event",
+		"on_trash": "flow_automation.triggers.on_document_event",
+		"on_change": "flow_automation.triggers.on_document_event",
+	},
+}
+
+boot_session = "flow_automation.triggers.boot_session"

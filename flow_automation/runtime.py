@@ -148,7 +148,15 @@ def start_run(
 			"run_as": info.run_as or "Administrator",
 		}
 	)
-	run.insert(ignore_permissions=True)
+	if dedup_key and frappe.db.exists("Flow Run", {"dedup_key": dedup_key}):
+		raise frappe.DuplicateEntryError("Flow Run", dedup_key)
+	messages_before = len(frappe.local.message_log)
+	try:
+		run.insert(ignore_permissions=True)
+	except frappe.UniqueValidationError:
+		# a concurrent delivery of the same event won the unique dedup key
+		del frappe.local.message_log[messages_before:]
+		raise
 	if advance == "now":
 		advance_run(run.name)
 	elif advance == "async":
@@ -268,8 +276,11 @@ def build_context(run: Any) -> dict[str, Any]:
 	contact = dict(trigger.get("contact") or {})
 	if run.contact:
 		contact.setdefault("number", run.contact)
+	doc = document_context(run.reference_doctype, run.reference_name)
+	if doc.get("_missing") and isinstance(trigger.get("doc"), dict):
+		doc = trigger["doc"]  # a Delete trigger: the document is gone, its snapshot is not
 	return {
-		"doc": document_context(run.reference_doctype, run.reference_name),
+		"doc": doc,
 		"trigger": trigger,
 		"contact": contact,
 		"run": {"name": run.name, "template": run.template, "version": run.version},
@@ -280,6 +291,32 @@ def _json(value: Any) -> dict[str, Any]:
 	if isinstance(value, dict):
 		return value
 	return json.loads(value) if value else {}
+
+
+@contextmanager
+def flow_depth(depth: int):
+	"""Mark that a flow's steps are running, so triggers they cause know their depth."""
+	previous = frappe.local.flags.get("flow_automation_depth")
+	frappe.local.flags.flow_automation_depth = depth
+	try:
+		yield
+	finally:
+		frappe.local.flags.flow_automation_depth = previous
+
+
+def may_start(run: Any) -> bool:
+	"""Whether a Queued run may start now: not paused, and under the template's concurrency limit."""
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		is_paused,
+	)
+
+	if is_paused():
+		return False
+	limit = frappe.db.get_value("Flow Template", run.template, "max_concurrent_runs")
+	if not limit:
+		return True
+	active = frappe.db.count("Flow Run", {"template": run.template, "status": ("in", ("Running", "Waiting"))})
+	return active < limit
 
 
 @contextmanager
@@ -320,11 +357,13 @@ def advance_run(
 				_("Flow Run {0} is already {1}").format(run.name, _(run.status)), frappe.ValidationError
 			)
 		return None
+	if run.status == "Queued" and not events and not may_start(run):
+		return None  # paused, or the template is at its concurrency limit: stays Queued
 	definition = load_definition(run.template_version)
 	now = (now or now_datetime()).replace(microsecond=0)
 	host = FrappeHost(run, definition)
 	context = build_context(run)
-	with acting_as(run.run_as):
+	with acting_as(run.run_as), flow_depth(run.depth or 0):
 		try:
 			result = planner.advance(
 				definition,
@@ -376,7 +415,9 @@ def write_logs(run: Any, attempts: list[planner.Attempt], host: FrappeHost) -> N
 	should_redact = redact_pii_enabled()
 	now = now_datetime()
 	rows = []
-	for attempt in attempts:
+	for position, attempt in enumerate(attempts):
+		# one timestamp per row, a microsecond apart: the log reads in execution order
+		created = now + dt.timedelta(microseconds=position)
 		error = attempt.error
 		trace = host.tracebacks.get((attempt.step_id, attempt.attempt))
 		if trace and attempt.status == "Failed":
@@ -391,8 +432,8 @@ def write_logs(run: Any, attempts: list[planner.Attempt], host: FrappeHost) -> N
 		rows.append(
 			(
 				frappe.generate_hash(length=12),
-				now,
-				now,
+				created,
+				created,
 				frappe.session.user,
 				frappe.session.user,
 				run.name,
@@ -460,15 +501,12 @@ def add_timers(run: Any, timers: list[planner.Timer]) -> None:
 
 
 def on_run_finished(run: Any, result: planner.AdvanceResult) -> None:
-	"""A finished child resumes its waiting parent; a failed run raises flow_run.failed."""
-	if run.parent_run and run.parent_step:
-		resume_parent(
-			run.parent_run, run.parent_step, run.name, result.status, result.variables, result.error
-		)
-	if result.status == "Failed":
-		from flow_automation.failures import on_run_failed
+	"""A finished child resumes its waiting parent; failures, alerts and queued runs follow."""
+	from flow_automation import failures
 
-		on_run_failed(run.name)
+	if run.parent_run and run.parent_step:
+		resume_parent(run.parent_run, run.parent_step, run.name, result.status, result.variables, result.error)
+	failures.on_run_finished(run.name, run.template, result.status)
 
 
 def resume_parent(
@@ -521,6 +559,9 @@ def cancel_run(run_name: str, reason: str | None = None) -> None:
 	frappe.qb.update(table).set(table.status, "Cancelled").set(table.modified, now).where(
 		(table.run == run.name) & (table.status == "Pending")
 	).run()
+	from flow_automation import failures
+
+	failures.on_run_finished(run.name, run.template, "Cancelled")
 	for child in frappe.get_all(
 		"Flow Run", filters={"parent_run": run.name, "status": ("in", ACTIVE)}, pluck="name"
 	):

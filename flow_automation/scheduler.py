@@ -123,10 +123,24 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 				)
 		if len(claimed) < int(_settings().get("claim_batch_size") or DEFAULT_BATCH):
 			break
-	from flow_automation.triggers import drain_outbox
-
-	drain_outbox(now)
 	return claimed_total
+
+
+def every_minute() -> None:
+	"""The minute cron: schedules, due steps, and Queued runs a lost job left behind."""
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		is_paused,
+	)
+	from flow_automation.triggers import drain_outbox, fire_schedules
+
+	if is_paused():
+		return
+	now = now_datetime()
+	fire_schedules(now)
+	_commit()
+	run_due(now)
+	drain_outbox(now)
+	_commit()
 
 
 def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> None:

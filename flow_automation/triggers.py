@@ -1,18 +1,504 @@
-"""Triggers: document events, named events, schedules and webhooks → Flow Runs."""
+"""Triggers: document events, named events, schedules and webhooks → Flow Runs.
+
+Dispatch is an outbox. A matching trigger writes a Flow Run with status Queued inside the
+caller's transaction, with a unique dedup key, and kicks a deduplicated background job
+after commit; the minute cron drains Queued runs a lost job left behind. So a trigger is
+never lost and never doubled, and the user's save never waits for a flow to run.
+
+The no-match path of document events costs no SQL: a per-doctype index of enabled
+templates lives in `frappe.cache` (and the request-local cache in front of it) and is
+cleared whenever a template changes.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
 
 import frappe
+from frappe import _
+from frappe.utils import add_days, add_to_date, get_datetime, getdate, now_datetime
 
-TRIGGER_CACHE_KEY = "flow_automation:trigger_index"
+from flow_automation.engine.conditions import ConditionError, evaluate
+
+INDEX_KEY = "flow_automation:trigger_index"
+NAMED_EVENTS = "__named_events__"
+SCHEDULES = "__schedules__"
+MANUAL = "__manual__"
+OUTBOX_GRACE_SECONDS = 30
+OUTBOX_BATCH = 500
+FOR_EACH_BATCH = 200
+
+EVENT_FOR_METHOD = {
+	"after_insert": "New",
+	"on_update": "Save",
+	"on_submit": "Submit",
+	"on_cancel": "Cancel",
+	"on_trash": "Delete",
+	"on_change": "Value Change",
+}
+# Our own hot tables never trigger flows (a flow reacts to another flow's failure
+# through the flow_run.failed named event instead).
+INTERNAL_DOCTYPES = frozenset(
+	{"Flow Run", "Flow Step Log", "Flow Step Pending", "Flow Template Version", "Flow Template Step"}
+)
+ACTIVE_RUN_STATUSES = ("Queued", "Running", "Waiting")
 
 
 def clear_trigger_cache() -> None:
-	frappe.cache.delete_value(TRIGGER_CACHE_KEY)
+	frappe.cache.delete_value(INDEX_KEY)
 
 
-def drain_outbox(now: dt.datetime) -> int:
-	"""Queued runs whose after-commit job was lost get advanced (see the triggers issue)."""
-	return 0
+def _index(key: str, generator) -> list[dict[str, Any]]:
+	# The generator must return a list (never None: a None result is not cached).
+	return frappe.cache.hget(INDEX_KEY, key, generator)
+
+
+def _is_quiet() -> bool:
+	flags = frappe.local.flags
+	return bool(flags.in_install or flags.in_migrate or flags.in_patch or flags.in_import or flags.in_install_app)
+
+
+# --- document events -----------------------------------------------------------------------
+
+
+def _document_specs(doctype: str) -> list[dict[str, Any]]:
+	if doctype in INTERNAL_DOCTYPES:
+		return []
+	rows = frappe.get_all(
+		"Flow Template",
+		filters={
+			"enabled": 1,
+			"trigger_type": "Document Event",
+			"reference_doctype": doctype,
+			"document_event": ("not in", ("Days Before", "Days After")),
+		},
+		fields=["name", "document_event", "value_changed_field", "trigger_condition", "one_active_run_per_document"],
+	)
+	return [dict(row, trigger_condition=_condition(row.trigger_condition)) for row in rows]
+
+
+def _condition(raw: Any) -> dict[str, Any] | None:
+	if not raw:
+		return None
+	return raw if isinstance(raw, dict) else json.loads(raw)
+
+
+def on_document_event(doc: Any, method: str) -> None:
+	"""doc_events["*"]: start the flows whose trigger matches this document event."""
+	if _is_quiet():
+		return
+	specs = _index(doc.doctype, lambda: _document_specs(doc.doctype))
+	if not specs:
+		return  # the common case: nothing to do, and no SQL spent finding that out
+	event = EVENT_FOR_METHOD.get(method)
+	if event == "Value Change" and (doc.flags.in_insert or doc.flags.in_delete):
+		return
+	snapshot: dict[str, Any] | None = None
+	for spec in specs:
+		if spec["document_event"] != event:
+			continue
+		if event == "Value Change" and not _value_changed(doc, spec["value_changed_field"]):
+			continue
+		if snapshot is None:
+			snapshot = json.loads(frappe.as_json(doc.as_dict(convert_dates_to_str=True)))
+		if not _condition_holds(spec, {"doc": snapshot}):
+			continue
+		trigger = {"type": "Document Event", "event": event, "doctype": doc.doctype, "name": doc.name}
+		if event == "Delete":
+			trigger["doc"] = snapshot  # the document is gone when the run starts
+		queue_run(
+			spec["name"],
+			reference_doctype=doc.doctype,
+			reference_name=doc.name,
+			trigger=trigger,
+			dedup_key=_dedup(spec["name"], doc.doctype, doc.name, event, str(doc.modified)),
+			one_active_run_per_document=spec.get("one_active_run_per_document"),
+		)
+
+
+def _value_changed(doc: Any, fieldname: str | None) -> bool:
+	if not fieldname:
+		return False
+	before = doc.get_doc_before_save()
+	if before is None:
+		return False
+	old, new = before.get(fieldname), doc.get(fieldname)
+	return ("" if old is None else str(old)) != ("" if new is None else str(new))
+
+
+def _condition_holds(spec: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
+	condition = spec.get("trigger_condition")
+	if not condition:
+		return True
+	try:
+		return evaluate(condition, context)
+	except ConditionError as e:
+		frappe.log_error(title=f"Flow trigger condition of {spec['name']}", message=str(e))
+		return False
+
+
+def _dedup(*parts: Any) -> str:
+	return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+# --- the outbox --------------------------------------------------------------------------------
+
+
+def current_depth() -> int:
+	"""Depth of the flow whose step is running now (0 outside flows)."""
+	return int(frappe.local.flags.get("flow_automation_depth") or 0)
+
+
+def queue_run(
+	template: str,
+	*,
+	reference_doctype: str | None = None,
+	reference_name: str | None = None,
+	trigger: Mapping[str, Any] | None = None,
+	variables: Mapping[str, Any] | None = None,
+	contact: str | None = None,
+	dedup_key: str | None = None,
+	one_active_run_per_document: bool = False,
+) -> str | None:
+	"""Write a Queued run in the current transaction and kick it after commit.
+
+	Returns the run name, or None when a guard rail said no (duplicate event, one active
+	run per document, recursion depth).
+	"""
+	from flow_automation import runtime
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		get_settings,
+	)
+
+	depth = current_depth() + 1 if frappe.local.flags.get("flow_automation_depth") is not None else 0
+	max_depth = int(get_settings().get("max_recursion_depth") or 5)
+	if depth > max_depth:
+		frappe.log_error(
+			title=f"Flow {template} not started: recursion depth",
+			message=f"A flow step triggered {template} at depth {depth}; the limit is {max_depth}.",
+		)
+		return None
+	if one_active_run_per_document and reference_name:
+		if frappe.db.exists(
+			"Flow Run",
+			{
+				"template": template,
+				"reference_doctype": reference_doctype,
+				"reference_name": reference_name,
+				"status": ("in", ACTIVE_RUN_STATUSES),
+			},
+		):
+			return None
+	try:
+		name = runtime.start_run(
+			template,
+			reference_doctype=reference_doctype,
+			reference_name=reference_name,
+			variables=variables,
+			trigger=trigger,
+			contact=contact,
+			depth=depth,
+			dedup_key=dedup_key,
+			advance="none",
+		)
+	except (frappe.DuplicateEntryError, frappe.UniqueValidationError):
+		return None  # the same event, delivered again
+	kick(name)
+	return name
+
+
+def kick(run: str) -> None:
+	"""Start a Queued run in a background job after commit (unless paused or told not to)."""
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		is_paused,
+	)
+
+	if is_paused() or frappe.local.flags.get("flow_automation_no_kick"):
+		return  # stays Queued; the cron drains it later
+	frappe.enqueue(
+		"flow_automation.triggers.start_queued_run",
+		queue="default",
+		job_id=f"flow_automation:start:{run}",
+		deduplicate=not frappe.flags.in_test,
+		enqueue_after_commit=True,
+		now=frappe.flags.in_test,
+		run=run,
+	)
+
+
+def start_queued_run(run: str) -> None:
+	from flow_automation.runtime import advance_run
+
+	if frappe.db.get_value("Flow Run", run, "status") != "Queued":
+		return
+	advance_run(run)
+
+
+def drain_outbox(now: dt.datetime | None = None, grace_seconds: int = OUTBOX_GRACE_SECONDS) -> int:
+	"""Kick Queued runs older than the grace period (their after-commit job was lost, the
+	kill switch held them, or a concurrency limit made them wait)."""
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		is_paused,
+	)
+
+	if is_paused():
+		return 0
+	now = now or now_datetime()
+	table = frappe.qb.DocType("Flow Run")
+	queued = (
+		frappe.qb.from_(table)
+		.select(table.name)
+		.where((table.status == "Queued") & (table.creation <= add_to_date(now, seconds=-grace_seconds)))
+		.orderby(table.creation)
+		.limit(OUTBOX_BATCH)
+		.run(pluck=True)
+	)
+	for run in queued:
+		frappe.enqueue(
+			"flow_automation.triggers.start_queued_run",
+			queue="default",
+			job_id=f"flow_automation:start:{run}",
+			deduplicate=not frappe.flags.in_test,
+			now=frappe.flags.in_test,
+			run=run,
+		)
+	return len(queued)
+
+
+# --- named events ------------------------------------------------------------------------------
+
+
+def _named_specs() -> list[dict[str, Any]]:
+	rows = frappe.get_all(
+		"Flow Template",
+		filters={"enabled": 1, "trigger_type": "Named Event"},
+		fields=["name", "event_pattern", "trigger_condition", "one_active_run_per_document"],
+	)
+	return [
+		dict(
+			row,
+			patterns=[p.strip() for p in (row.event_pattern or "").replace("\n", ",").split(",") if p.strip()],
+			trigger_condition=_condition(row.trigger_condition),
+		)
+		for row in rows
+	]
+
+
+def dispatch_event(
+	event: str,
+	doc: Any = None,
+	variables: Mapping[str, Any] | None = None,
+	*,
+	dedup_key: str | None = None,
+	contact: str | None = None,
+) -> list[str]:
+	"""Start every enabled flow whose Named Event pattern matches `event`.
+
+	`doc` is a Document (or a dict with doctype and name) the runs refer to; `variables`
+	become run variables; `trigger.event` carries the real event name. Runs start after
+	the caller's transaction commits. Returns the names of the runs queued.
+	"""
+	if not event or not isinstance(event, str):
+		frappe.throw(_("event: give an event name such as production_run.assigned"), frappe.ValidationError)
+	specs = _index(NAMED_EVENTS, _named_specs)
+	matching = [s for s in specs if any(fnmatch.fnmatchcase(event, p) for p in s["patterns"])]
+	if not matching:
+		return []
+	doctype, name, snapshot = _reference(doc)
+	variables = dict(variables or {})
+	context = {"doc": snapshot or {}, "variables": variables, "trigger": {"event": event}}
+	runs = []
+	for spec in matching:
+		if not _condition_holds(spec, context):
+			continue
+		run = queue_run(
+			spec["name"],
+			reference_doctype=doctype,
+			reference_name=name,
+			trigger={"type": "Named Event", "event": event},
+			variables=variables,
+			contact=contact,
+			dedup_key=_dedup(spec["name"], event, dedup_key) if dedup_key else None,
+			one_active_run_per_document=spec.get("one_active_run_per_document"),
+		)
+		if run:
+			runs.append(run)
+	return runs
+
+
+def _reference(doc: Any) -> tuple[str | None, str | None, dict[str, Any] | None]:
+	if doc is None:
+		return None, None, None
+	if isinstance(doc, Mapping):
+		doctype, name = doc.get("doctype"), doc.get("name")
+		if doctype and name and frappe.db.exists(doctype, name):
+			return doctype, name, json.loads(frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True)))
+		return None, None, dict(doc)
+	return doc.doctype, doc.name, json.loads(frappe.as_json(doc.as_dict(convert_dates_to_str=True)))
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+
+def _schedule_specs() -> list[dict[str, Any]]:
+	rows = frappe.get_all(
+		"Flow Template",
+		filters={"enabled": 1, "trigger_type": ("in", ("Schedule", "Document Event"))},
+		fields=[
+			"name",
+			"trigger_type",
+			"document_event",
+			"cron_expression",
+			"schedule_for_each",
+			"schedule_filters",
+			"reference_doctype",
+			"date_field",
+			"days_offset",
+			"time_of_day",
+			"trigger_condition",
+			"one_active_run_per_document",
+			"creation",
+		],
+	)
+	specs = []
+	for row in rows:
+		if row.trigger_type == "Document Event" and row.document_event not in ("Days Before", "Days After"):
+			continue
+		row.trigger_condition = _condition(row.trigger_condition)
+		row.schedule_filters = json.loads(row.schedule_filters) if row.schedule_filters else {}
+		row.time_of_day = str(row.time_of_day or "09:00:00")
+		row.creation = str(row.creation)
+		specs.append(dict(row))
+	return specs
+
+
+def fire_schedules(now: dt.datetime | None = None) -> list[str]:
+	"""Start the runs of every schedule due at `now` (site time zone); returns run names.
+
+	A schedule that was due several times while the site was down fires once.
+	"""
+	now = (now or now_datetime()).replace(microsecond=0)
+	runs: list[str] = []
+	for spec in _index(SCHEDULES, _schedule_specs):
+		slot = _due_slot(spec, now)
+		if slot is None or not _claim_slot(spec["name"], slot):
+			continue
+		if spec["trigger_type"] == "Schedule":
+			runs += _fire_cron(spec, slot)
+		else:
+			runs += _fire_days(spec, slot)
+	return runs
+
+
+def _due_slot(spec: Mapping[str, Any], now: dt.datetime) -> dt.datetime | None:
+	"""The latest scheduled time at or before `now` not fired yet, or None."""
+	from croniter import croniter
+
+	last = frappe.db.get_value("Flow Template", spec["name"], "last_scheduled_at")
+	since = get_datetime(last) if last else get_datetime(spec["creation"])
+	if spec["trigger_type"] == "Schedule":
+		expression = (spec.get("cron_expression") or "").strip()
+		if not expression or not croniter.is_valid(expression):
+			return None
+		latest = croniter(expression, now + dt.timedelta(seconds=1)).get_prev(dt.datetime)
+		return latest if latest > since else None
+	hour, minute, second = (int(float(p)) for p in ([*spec["time_of_day"].split(":"), "0", "0"])[:3])
+	today = now.replace(hour=hour, minute=minute, second=second)
+	latest = today if today <= now else today - dt.timedelta(days=1)
+	return latest if latest > since else None
+
+
+def _claim_slot(template: str, slot: dt.datetime) -> bool:
+	"""Compare-and-set last_scheduled_at so one scheduler fires a slot, however many run."""
+	table = frappe.qb.DocType("Flow Template")
+	current = frappe.db.get_value("Flow Template", template, "last_scheduled_at")
+	query = frappe.qb.update(table).set(table.last_scheduled_at, slot).where(table.name == template)
+	query = query.where(table.last_scheduled_at.isnull() if current is None else table.last_scheduled_at == current)
+	query.run()
+	won = frappe.db._cursor.rowcount == 1
+	if won:
+		frappe.db.set_value("Flow Template", template, "last_scheduled_at", slot, update_modified=False)
+	return won
+
+
+def _fire_cron(spec: Mapping[str, Any], slot: dt.datetime) -> list[str]:
+	trigger = {"type": "Schedule", "event": spec.get("cron_expression"), "scheduled_for": str(slot)}
+	if not spec.get("schedule_for_each"):
+		if not _condition_holds(spec, {"trigger": trigger}):
+			return []
+		run = queue_run(spec["name"], trigger=trigger, dedup_key=_dedup(spec["name"], slot))
+		return [run] if run else []
+	names = frappe.get_all(spec["reference_doctype"], filters=spec.get("schedule_filters") or {}, pluck="name")
+	return _start_for_documents(spec, names, trigger, slot)
+
+
+def _fire_days(spec: Mapping[str, Any], slot: dt.datetime) -> list[str]:
+	"""Days Before / Days After: documents whose date field is N days after / before today."""
+	days = int(spec.get("days_offset") or 0)
+	target = add_days(getdate(slot), days if spec["document_event"] == "Days Before" else -days)
+	field = spec["date_field"]
+	meta = frappe.get_meta(spec["reference_doctype"])
+	df = meta.get_field(field)
+	if df is None:
+		return []
+	if df.fieldtype == "Datetime":
+		filters = {field: ("between", (f"{target} 00:00:00", f"{target} 23:59:59"))}
+	else:
+		filters = {field: target}
+	names = frappe.get_all(spec["reference_doctype"], filters=filters, pluck="name")
+	trigger = {"type": "Document Event", "event": spec["document_event"], "date": str(target)}
+	return _start_for_documents(spec, names, trigger, slot)
+
+
+def _start_for_documents(spec: Mapping[str, Any], names: list[str], trigger: Mapping[str, Any], slot: dt.datetime) -> list[str]:
+	runs = []
+	doctype = spec["reference_doctype"]
+	for start in range(0, len(names), FOR_EACH_BATCH):
+		for name in names[start : start + FOR_EACH_BATCH]:
+			if spec.get("trigger_condition"):
+				snapshot = json.loads(frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True)))
+				if not _condition_holds(spec, {"doc": snapshot, "trigger": trigger}):
+					continue
+			run = queue_run(
+				spec["name"],
+				reference_doctype=doctype,
+				reference_name=name,
+				trigger=dict(trigger),
+				dedup_key=_dedup(spec["name"], doctype, name, slot),
+				one_active_run_per_document=spec.get("one_active_run_per_document"),
+			)
+			if run:
+				runs.append(run)
+		if not frappe.flags.in_test:
+			frappe.db.commit()  # one batch per transaction: a huge schedule never holds locks for long
+	return runs
+
+
+# --- manual ---------------------------------------------------------------------------------------
+
+
+def _manual_specs() -> list[dict[str, Any]]:
+	return frappe.get_all(
+		"Flow Template",
+		filters={"enabled": 1, "trigger_type": "Manual", "reference_doctype": ("is", "set")},
+		fields=["name", "reference_doctype", "category"],
+	)
+
+
+def manual_templates() -> dict[str, list[str]]:
+	"""{doctype: [template, ...]} of enabled Manual templates, for the "Run Flow" buttons."""
+	result: dict[str, list[str]] = {}
+	for spec in _index(MANUAL, _manual_specs):
+		result.setdefault(spec["reference_doctype"], []).append(spec["name"])
+	return result
+
+
+def boot_session(bootinfo: Any) -> None:
+	roles = set(frappe.get_roles())
+	if frappe.session.user == "Administrator" or roles & {"Flow User", "Flow Manager", "System Manager"}:
+		bootinfo.flow_automation_manual = manual_templates()

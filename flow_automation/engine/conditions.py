@@ -57,19 +57,20 @@ class ConditionError(ValueError):
 
 
 def check_condition(condition: Any, pointer: str = "") -> list[tuple[str, str]]:
-	"""Structural problems of a condition as (JSON pointer, message) pairs; empty when valid."""
+	"""Structural problems of a condition as (JSON pointer, message) pairs; empty when valid.
+
+	Pointers are relative to where the condition sits ("" is the condition itself).
+	"""
 	problems: list[tuple[str, str]] = []
 	if not isinstance(condition, Mapping):
-		return [
-			(pointer or "/", 'a condition must be an object such as {"field": ..., "op": ..., "value": ...}')
-		]
+		return [(pointer, 'a condition must be an object such as {"field": ..., "op": ..., "value": ...}')]
 	groups = [key for key in GROUP_KEYS if key in condition]
 	is_leaf = "field" in condition or "op" in condition
 	if (groups and is_leaf) or len(groups) > 1:
 		found = ", ".join(groups + (["field/op"] if is_leaf else []))
 		return [
 			(
-				pointer or "/",
+				pointer,
 				f"a condition is either a {{field, op, value}} test or one of all/any/not, not {found}",
 			)
 		]
@@ -142,7 +143,7 @@ def evaluate(condition: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
 		return not evaluate(condition["not"], context)
 	problems = check_condition(condition)
 	if problems:
-		raise ConditionError("; ".join(f"{p}: {m}" for p, m in problems))
+		raise ConditionError("; ".join(f"{p or '/'}: {m}" for p, m in problems))
 	left = resolve_path(context, condition["field"])
 	op = condition["op"]
 	right = _render_operand(condition.get("value"), context)

@@ -274,10 +274,10 @@ def _run_status(
 	overlay: Mapping[str, str],
 	decisions: list[Decision],
 ) -> str:
+	if any((state.get(s.id) or {}).get("fatal") for s in definition.steps):
+		return RUN_FAILED  # a fatal failure stops the run, whatever else could still move
 	if any(d.action in (EXECUTE, TIMEOUT, FAIL) for d in decisions):
 		return RUN_RUNNING
-	if any((state.get(s.id) or {}).get("fatal") for s in definition.steps):
-		return RUN_FAILED
 	statuses = [overlay.get(s.id) or step_status(state, s.id) for s in definition.steps]
 	if all(s in TERMINAL for s in statuses):
 		return RUN_COMPLETED
@@ -357,6 +357,8 @@ class _Run:
 		self.result.timers.append(Timer(step_id, at, purpose))
 
 	def clear_timer(self, step_id: str) -> None:
+		# a timer set earlier in this same advance was never stored: just forget it
+		self.result.timers = [t for t in self.result.timers if t.step_id != step_id]
 		if step_id not in self.result.cleared_timers:
 			self.result.cleared_timers.append(step_id)
 

@@ -9,15 +9,17 @@ from typing import Any
 SECRET_KEY = re.compile(r"(secret|token|password|passwd|authorization|api[_-]?key|signature|otp)", re.I)
 EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
 # 8 to 15 digits, optionally with + and separators, not part of a longer word or number
-PHONE = re.compile(r"(?<![\w.])\+?\d(?:[\s().-]?\d){7,14}(?![\w])")
+# not inside a word, a document name (SINV-2024-00012), a decimal amount or a date
+PHONE = re.compile(r"(?<![\w.\-/])\+?\d(?:[\s().-]{0,2}\d){7,14}(?!\w|\.\d|[-/]\w)")
+DECIMAL = re.compile(r"^\d+\.\d{1,2}$")
 BEARER = re.compile(r"\b(Bearer|Basic|token)\s+[A-Za-z0-9._~+/=-]{8,}", re.I)
-DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}")
+DATE_LIKE = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(\D|$)")
 MASK = "***"
 
 
 def _mask_phone(match: re.Match) -> str:
 	digits = re.sub(r"\D", "", match.group(0))
-	if len(digits) < 8 or DATE_LIKE.match(match.group(0)):
+	if len(digits) < 8 or DATE_LIKE.match(match.group(0)) or DECIMAL.match(match.group(0)):
 		return match.group(0)
 	prefix = "+" if match.group(0).startswith("+") else ""
 	return f"{prefix}{'*' * (len(digits) - 4)}{digits[-4:]}"

@@ -123,11 +123,42 @@ def _check_size(value: Any) -> Any:
 	return value
 
 
+def weight(value: Any, budget: int = MAX_STRING_CHARS) -> int:
+	"""Roughly how many characters printing `value` makes; stops counting past `budget`.
+
+	A list can hold one long string many times at almost no memory cost, and only turning
+	it into text makes it big: every place that does that checks this first.
+	"""
+	total = 0
+	stack = [value]
+	while stack and total <= budget:
+		item = stack.pop()
+		if isinstance(item, str):
+			total += len(item)
+		elif isinstance(item, Mapping):
+			total += 2 + 2 * len(item)
+			stack.extend(item.keys())
+			stack.extend(item.values())
+		elif isinstance(item, list | tuple | set | frozenset):
+			total += 2 + 2 * len(item)
+			stack.extend(item)
+		else:
+			total += 8
+	return total
+
+
+def _check_weight(value: Any, limit: int = MAX_STRING_CHARS) -> Any:
+	if isinstance(value, list | tuple | set | frozenset | Mapping) and weight(value, limit) > limit:
+		raise SecurityError(f"a value that prints to more than {limit} characters was refused")
+	return value
+
+
 def _capped_join(parts: Iterable[Any]) -> str:
 	"""`~` concatenation, checked so repeated doubling cannot grow a string without bound."""
 	total = 0
 	out = []
 	for part in parts:
+		_check_weight(part, MAX_STRING_CHARS - total)
 		text = str(part)
 		total += len(text)
 		if total > MAX_STRING_CHARS:
@@ -158,7 +189,12 @@ class FlowSandbox(ImmutableSandboxedEnvironment):
 	intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
 
 	def __init__(self) -> None:
-		super().__init__(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
+		super().__init__(
+			undefined=ChainableUndefined,
+			autoescape=False,
+			keep_trailing_newline=True,
+			finalize=lambda value: _check_weight(value, MAX_OUTPUT_CHARS),
+		)
 		self.capped_join = _capped_join
 		for name in ("lipsum", "cycler", "joiner"):
 			self.globals.pop(name, None)
@@ -175,6 +211,16 @@ class FlowSandbox(ImmutableSandboxedEnvironment):
 			replace=_safe_replace,
 			join=_safe_join,
 			wordwrap=_capped_filter(self.filters["wordwrap"]),
+			map=_budgeted_map(self.filters["map"]),
+		)
+		# filters that turn a whole structure into text
+		for name in ("string", "pprint", "tojson", "e", "escape", "forceescape", "urlencode", "xmlattr"):
+			self.filters[name] = _weighed_filter(self.filters[name])
+		# list() of an existing list only copies references; of a lazy map it builds values
+		self.filters["list"] = lambda value: (
+			list(value)
+			if isinstance(value, list | tuple | set | frozenset | Mapping | str)
+			else _consume(value)
 		)
 
 	def getattr(self, obj: Any, attribute: str) -> Any:
@@ -265,6 +311,54 @@ def _interleave(parts: list[str], separator: str) -> Iterable[str]:
 		yield part
 
 
+def _weighed_filter(filter_func: Callable) -> Callable:
+	def weighed(*args: Any, **kwargs: Any) -> Any:
+		if (
+			args
+			and not isinstance(args[0], list | tuple | set | frozenset | Mapping | str)
+			and hasattr(args[0], "__iter__")
+		):
+			args = (_consume(args[0]), *args[1:])  # a lazy map/select: count while consuming
+		for value in args:
+			_check_weight(value)
+		return _check_size(filter_func(*args, **kwargs))
+
+	_copy_markers(filter_func, weighed)
+	return weighed
+
+
+def _consume(iterable: Iterable[Any]) -> list[Any]:
+	items, total = [], 0
+	for item in iterable:
+		total += weight(item, MAX_STRING_CHARS - total)
+		if total > MAX_STRING_CHARS:
+			raise SecurityError(f"a sequence longer than {MAX_STRING_CHARS} characters was refused")
+		items.append(item)
+	return items
+
+
+def _budgeted_map(map_filter: Callable) -> Callable:
+	"""`map` is lazy: count what it produces so `|map('upper')|list` cannot build gigabytes."""
+
+	def budgeted(*args: Any, **kwargs: Any) -> Iterable[Any]:
+		total = 0
+		for item in map_filter(*args, **kwargs):
+			if isinstance(item, str):
+				total += len(item)
+				if total > MAX_STRING_CHARS * 10:
+					raise SecurityError("map produced more than a million characters")
+			yield item
+
+	_copy_markers(map_filter, budgeted)
+	return budgeted
+
+
+def _copy_markers(source: Callable, target: Callable) -> None:
+	# keep Jinja's pass_context / pass_eval_context / pass_environment markers
+	if hasattr(source, "jinja_pass_arg"):
+		target.jinja_pass_arg = source.jinja_pass_arg  # type: ignore[attr-defined]
+
+
 def _capped_filter(filter_func: Callable) -> Callable:
 	def capped(*args: Any, **kwargs: Any) -> Any:
 		for value in list(args[1:]) + list(kwargs.values()):
@@ -272,10 +366,7 @@ def _capped_filter(filter_func: Callable) -> Callable:
 				raise SecurityError(f"filter argument {value} is above the limit of {MAX_STRING_CHARS}")
 		return _check_size(filter_func(*args, **kwargs))
 
-	# keep Jinja's pass_eval_context / pass_environment markers
-	for marker in ("jinja_pass_arg",):
-		if hasattr(filter_func, marker):
-			setattr(capped, marker, getattr(filter_func, marker))
+	_copy_markers(filter_func, capped)
 	return capped
 
 

@@ -245,10 +245,13 @@ def _step_issues(step: Any, index: int, by_id: Mapping[str, tuple[int, Mapping]]
 	if isinstance(kind_name, str) and kind is None:
 		add("/kind", f"unknown kind {kind_name!r}; allowed: {', '.join(catalog.kind_names())}")
 	if kind is not None:
+		schema_pointers = set()
 		for pointer, message in schema_problems(_validator_for(kind.name), payload, "/payload"):
+			schema_pointers.add(pointer)
 			add(pointer, message)
 		for pointer, message in kind.check(payload):
-			add(f"/payload{pointer}", message)
+			if f"/payload{pointer}" not in schema_pointers:  # the schema already said it
+				add(f"/payload{pointer}", message)
 	for pointer, source in iter_template_strings(payload, "/payload"):
 		error = template_syntax_error(source)
 		if error:
