@@ -12,6 +12,7 @@ from typing import Any
 
 import frappe
 from frappe import _
+from frappe.rate_limiter import rate_limit
 
 from flow_automation import runtime
 from flow_automation.engine import catalog
@@ -215,3 +216,110 @@ def get_step_catalog() -> dict[str, Any]:
 		"triggers": list(STEP_TRIGGERS),
 		"schema": definition_json_schema(),
 	}
+
+
+@frappe.whitelist(methods=["POST"])
+def dispatch_event(
+	event: str,
+	reference_doctype: str | None = None,
+	reference_name: str | None = None,
+	variables: dict | str | None = None,
+	dedup_key: str | None = None,
+) -> dict[str, Any]:
+	"""Raise a named business event for external callers; returns the runs it queued."""
+	from flow_automation.triggers import dispatch_event as dispatch
+
+	require_roles(FLOW_USER_ROLES)
+	doc = None
+	if reference_doctype or reference_name:
+		if not (reference_doctype and reference_name and frappe.db.exists(reference_doctype, reference_name)):
+			frappe.throw(
+				_("reference_name: {0} {1} does not exist").format(reference_doctype, reference_name),
+				frappe.ValidationError,
+			)
+		frappe.has_permission(reference_doctype, "read", reference_name, throw=True)
+		doc = frappe.get_doc(reference_doctype, reference_name)
+	runs = dispatch(event, doc=doc, variables=_json_arg(variables, "variables") or {}, dedup_key=dedup_key)
+	return {"event": event, "runs": runs}
+
+
+@frappe.whitelist(methods=["POST"])
+def start_many(template: str, reference_doctype: str, names: list | str) -> dict[str, Any]:
+	"""Start one run per document (the list view's bulk "Run Flow" action)."""
+	from flow_automation.triggers import queue_run
+
+	require_roles(FLOW_USER_ROLES)
+	if not frappe.db.exists("Flow Template", template):
+		frappe.throw(
+			_("template: Flow Template {0} does not exist").format(frappe.bold(template)),
+			frappe.ValidationError,
+		)
+	frappe.has_permission("Flow Template", "read", template, throw=True)
+	if isinstance(names, str) and not names.strip().startswith("["):
+		names = [n.strip() for n in names.split(",") if n.strip()]
+	names = _json_arg(names, "names", list) or []
+	if len(names) > 500:
+		frappe.throw(_("names: at most 500 documents per call"), frappe.ValidationError)
+	runs = []
+	for name in names:
+		if not frappe.db.exists(reference_doctype, name):
+			frappe.throw(
+				_("names: {0} {1} does not exist").format(reference_doctype, name), frappe.ValidationError
+			)
+		frappe.has_permission(reference_doctype, "read", name, throw=True)
+		run = queue_run(
+			template,
+			reference_doctype=reference_doctype,
+			reference_name=name,
+			trigger={"type": "Manual", "user": frappe.session.user},
+		)
+		if run:
+			runs.append(run)
+	return {"runs": runs}
+
+
+def _webhook_rate_limit() -> int:
+	return int(frappe.conf.get("flow_automation_webhook_rate_limit") or 120)
+
+
+@frappe.whitelist(allow_guest=True, xss_safe=True, methods=["POST"])
+@rate_limit(limit=_webhook_rate_limit, seconds=60)
+def webhook_trigger(**body_fields: Any) -> dict[str, Any]:
+	"""Start a Webhook-triggered flow: POST JSON to the template's URL with its secret.
+
+	The URL is `.../flow_automation.api.webhook_trigger?template=<name>`; the secret goes in
+	the `X-Flow-Secret` header (or a `secret` query parameter). The JSON body becomes
+	`trigger.payload`. Guests are let in only with the right secret; calls are limited per
+	IP (site_config `flow_automation_webhook_rate_limit` per minute, default 120).
+	"""
+	import hmac
+
+	from frappe.utils.password import get_decrypted_password
+
+	from flow_automation.triggers import queue_run
+
+	# from the query string only: the JSON body is the caller's payload and may hold any keys
+	args = frappe.request.args if frappe.request else {}
+	template = args.get("template")
+	given = frappe.get_request_header("X-Flow-Secret") or args.get("secret") or ""
+	info = (
+		frappe.db.get_value("Flow Template", template, ["name", "enabled", "trigger_type"], as_dict=True)
+		if template
+		else None
+	)
+	expected = (
+		get_decrypted_password("Flow Template", info.name, "webhook_secret", raise_exception=False)
+		if info and info.enabled and info.trigger_type == "Webhook"
+		else None
+	)
+	if not expected or not given or not hmac.compare_digest(expected.encode(), given.encode()):
+		# the same answer for an unknown template and a wrong secret: nothing to enumerate
+		frappe.throw(_("Unknown webhook or wrong secret"), frappe.PermissionError)
+	raw = frappe.request.get_data() if frappe.request else b""
+	try:
+		payload = json.loads(raw) if raw else {}
+	except ValueError as e:
+		frappe.throw(_("The body must be JSON: {0}").format(e), frappe.ValidationError)
+	run = queue_run(info.name, trigger={"type": "Webhook", "event": "webhook", "payload": payload})
+	frappe.local.response["http_status_code"] = 202
+	return {"run": run, "status": "Queued"}

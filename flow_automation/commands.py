@@ -141,4 +141,30 @@ def simulate(context, template, doc=None, variables=None, answers=None, as_json=
 		frappe.destroy()
 
 
+@flow_automation.command("purge")
+@click.option(
+	"--days", type=int, required=True, help="delete finished runs, logs and done pending rows older than this"
+)
+@pass_context
+def purge(context, days):
+	"""Delete old step logs, finished runs (with their logs) and finished pending rows."""
+	from flow_automation.flow_automation.doctype.flow_run.flow_run import FlowRun
+	from flow_automation.flow_automation.doctype.flow_step_log.flow_step_log import FlowStepLog
+	from flow_automation.flow_automation.doctype.flow_step_pending.flow_step_pending import FlowStepPending
+
+	if days < 1:
+		raise click.BadParameter("--days must be at least 1")
+	_connect(context)
+	try:
+		before = {dt: frappe.db.count(dt) for dt in ("Flow Run", "Flow Step Log", "Flow Step Pending")}
+		FlowStepLog.clear_old_logs(days)
+		FlowRun.clear_old_logs(days)
+		FlowStepPending.clear_old_logs(days)
+		frappe.db.commit()
+		for doctype, count in before.items():
+			click.echo(f"{doctype}: deleted {count - frappe.db.count(doctype)}")
+	finally:
+		frappe.destroy()
+
+
 commands = [flow_automation]

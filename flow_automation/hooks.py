@@ -42,3 +42,6 @@ doc_events = {
 }
 
 boot_session = "flow_automation.triggers.boot_session"
+
+# A run refers to its document; that must not stop anyone from deleting the document.
+ignore_links_on_delete = ["Flow Run", "Flow Step Log"]

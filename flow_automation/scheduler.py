@@ -40,8 +40,26 @@ def lease_seconds() -> int:
 	return max(int(_settings().get("lease_seconds") or DEFAULT_LEASE_SECONDS), FIRE_JOB_TIMEOUT + 60)
 
 
+def begin_claim_transaction() -> None:
+	"""End the open transaction and start a READ COMMITTED one to claim in.
+
+	Under MariaDB's default REPEATABLE READ a locking range scan takes next-key (gap) locks:
+	once one claimer has marked its rows Running, a second claimer's `SKIP LOCKED` scan
+	finds the whole due range locked and gets nothing, and their updates wait on each
+	other. READ COMMITTED takes record locks only, so concurrent claimers split the rows.
+	"""
+	frappe.db.commit()
+	frappe.db.sql("commit")  # the empty transaction frappe.db.commit() just began
+	frappe.db.sql("set transaction isolation level read committed")  # the next transaction only
+	frappe.db.sql("start transaction")
+
+
 def claim_due(now: dt.datetime | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-	"""Claim due rows (and rows whose lease expired) for this caller; returns [{name, run, attempt}]."""
+	"""Claim due rows (and rows whose lease expired) in the current transaction.
+
+	Returns [{name, run, attempt}]. Call inside `begin_claim_transaction()` and commit
+	right after, as `run_due` does.
+	"""
 	now = now or now_datetime()
 	limit = limit or int(_settings().get("claim_batch_size") or DEFAULT_BATCH)
 	table = frappe.qb.DocType("Flow Step Pending")
@@ -95,6 +113,8 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 	now = now or now_datetime()
 	claimed_total = 0
 	while True:
+		if not frappe.flags.in_test:
+			begin_claim_transaction()
 		claimed = claim_due(now)
 		_commit()
 		if not claimed:

@@ -60,7 +60,9 @@ def _index(key: str, generator) -> list[dict[str, Any]]:
 
 def _is_quiet() -> bool:
 	flags = frappe.local.flags
-	return bool(flags.in_install or flags.in_migrate or flags.in_patch or flags.in_import or flags.in_install_app)
+	return bool(
+		flags.in_install or flags.in_migrate or flags.in_patch or flags.in_import or flags.in_install_app
+	)
 
 
 # --- document events -----------------------------------------------------------------------
@@ -77,7 +79,13 @@ def _document_specs(doctype: str) -> list[dict[str, Any]]:
 			"reference_doctype": doctype,
 			"document_event": ("not in", ("Days Before", "Days After")),
 		},
-		fields=["name", "document_event", "value_changed_field", "trigger_condition", "one_active_run_per_document"],
+		fields=[
+			"name",
+			"document_event",
+			"value_changed_field",
+			"trigger_condition",
+			"one_active_run_per_document",
+		],
 	)
 	return [dict(row, trigger_condition=_condition(row.trigger_condition)) for row in rows]
 
@@ -194,6 +202,7 @@ def queue_run(
 			},
 		):
 			return None
+	messages_before = len(frappe.local.message_log)
 	try:
 		name = runtime.start_run(
 			template,
@@ -208,6 +217,11 @@ def queue_run(
 		)
 	except (frappe.DuplicateEntryError, frappe.UniqueValidationError):
 		return None  # the same event, delivered again
+	except frappe.ValidationError as e:
+		# e.g. the template was disabled or deleted a moment ago: never break the caller's save
+		del frappe.local.message_log[messages_before:]
+		frappe.log_error(title=f"Flow {template} not started", message=str(e))
+		return None
 	kick(name)
 	return name
 
@@ -282,7 +296,9 @@ def _named_specs() -> list[dict[str, Any]]:
 	return [
 		dict(
 			row,
-			patterns=[p.strip() for p in (row.event_pattern or "").replace("\n", ",").split(",") if p.strip()],
+			patterns=[
+				p.strip() for p in (row.event_pattern or "").replace("\n", ",").split(",") if p.strip()
+			],
 			trigger_condition=_condition(row.trigger_condition),
 		)
 		for row in rows
@@ -337,7 +353,11 @@ def _reference(doc: Any) -> tuple[str | None, str | None, dict[str, Any] | None]
 	if isinstance(doc, Mapping):
 		doctype, name = doc.get("doctype"), doc.get("name")
 		if doctype and name and frappe.db.exists(doctype, name):
-			return doctype, name, json.loads(frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True)))
+			return (
+				doctype,
+				name,
+				json.loads(frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True))),
+			)
 		return None, None, dict(doc)
 	return doc.doctype, doc.name, json.loads(frappe.as_json(doc.as_dict(convert_dates_to_str=True)))
 
@@ -414,16 +434,17 @@ def _due_slot(spec: Mapping[str, Any], now: dt.datetime) -> dt.datetime | None:
 
 
 def _claim_slot(template: str, slot: dt.datetime) -> bool:
-	"""Compare-and-set last_scheduled_at so one scheduler fires a slot, however many run."""
+	"""Compare-and-set last_scheduled_at, so one scheduler fires a slot however many run."""
 	table = frappe.qb.DocType("Flow Template")
-	current = frappe.db.get_value("Flow Template", template, "last_scheduled_at")
-	query = frappe.qb.update(table).set(table.last_scheduled_at, slot).where(table.name == template)
-	query = query.where(table.last_scheduled_at.isnull() if current is None else table.last_scheduled_at == current)
-	query.run()
-	won = frappe.db._cursor.rowcount == 1
-	if won:
-		frappe.db.set_value("Flow Template", template, "last_scheduled_at", slot, update_modified=False)
-	return won
+	(
+		frappe.qb.update(table)
+		.set(table.last_scheduled_at, slot)
+		.where(
+			(table.name == template) & (table.last_scheduled_at.isnull() | (table.last_scheduled_at < slot))
+		)
+	).run()
+	# the affected-row count of that UPDATE: 1 for the scheduler that won the slot, 0 for the others
+	return frappe.db._cursor.rowcount == 1
 
 
 def _fire_cron(spec: Mapping[str, Any], slot: dt.datetime) -> list[str]:
@@ -433,7 +454,9 @@ def _fire_cron(spec: Mapping[str, Any], slot: dt.datetime) -> list[str]:
 			return []
 		run = queue_run(spec["name"], trigger=trigger, dedup_key=_dedup(spec["name"], slot))
 		return [run] if run else []
-	names = frappe.get_all(spec["reference_doctype"], filters=spec.get("schedule_filters") or {}, pluck="name")
+	names = frappe.get_all(
+		spec["reference_doctype"], filters=spec.get("schedule_filters") or {}, pluck="name"
+	)
 	return _start_for_documents(spec, names, trigger, slot)
 
 
@@ -455,13 +478,17 @@ def _fire_days(spec: Mapping[str, Any], slot: dt.datetime) -> list[str]:
 	return _start_for_documents(spec, names, trigger, slot)
 
 
-def _start_for_documents(spec: Mapping[str, Any], names: list[str], trigger: Mapping[str, Any], slot: dt.datetime) -> list[str]:
+def _start_for_documents(
+	spec: Mapping[str, Any], names: list[str], trigger: Mapping[str, Any], slot: dt.datetime
+) -> list[str]:
 	runs = []
 	doctype = spec["reference_doctype"]
 	for start in range(0, len(names), FOR_EACH_BATCH):
 		for name in names[start : start + FOR_EACH_BATCH]:
 			if spec.get("trigger_condition"):
-				snapshot = json.loads(frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True)))
+				snapshot = json.loads(
+					frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True))
+				)
 				if not _condition_holds(spec, {"doc": snapshot, "trigger": trigger}):
 					continue
 			run = queue_run(

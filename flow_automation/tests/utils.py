@@ -174,3 +174,69 @@ def count_queries():
 		yield queries
 	finally:
 		frappe.db.__class__.sql = original
+
+
+TEST_DOCTYPE = "Flow Test Order"
+
+
+def ensure_test_doctype() -> str:
+	"""A submittable custom doctype of our own for document-event tests (created once, committed)."""
+	if not frappe.db.exists("DocType", TEST_DOCTYPE):
+		frappe.get_doc(
+			{
+				"doctype": "DocType",
+				"name": TEST_DOCTYPE,
+				"module": "Flow Automation",
+				"custom": 1,
+				"is_submittable": 1,
+				"autoname": "hash",
+				"fields": [
+					{"fieldname": "customer_name", "fieldtype": "Data", "label": "Customer Name"},
+					{
+						"fieldname": "status",
+						"fieldtype": "Select",
+						"label": "Status",
+						"options": "Open\nReplied\nClosed",
+						"default": "Open",
+						"allow_on_submit": 1,
+					},
+					{
+						"fieldname": "priority",
+						"fieldtype": "Select",
+						"label": "Priority",
+						"options": "Low\nHigh",
+						"default": "Low",
+					},
+					{"fieldname": "mobile_no", "fieldtype": "Data", "label": "Mobile"},
+					{"fieldname": "contact_email", "fieldtype": "Data", "label": "Email"},
+					{"fieldname": "due_date", "fieldtype": "Date", "label": "Due Date"},
+					{"fieldname": "grand_total", "fieldtype": "Currency", "label": "Grand Total"},
+				],
+				"permissions": [
+					{
+						"role": "System Manager",
+						"read": 1,
+						"write": 1,
+						"create": 1,
+						"submit": 1,
+						"cancel": 1,
+						"delete": 1,
+					}
+				],
+			}
+		).insert(ignore_permissions=True)
+		frappe.db.commit()
+	return TEST_DOCTYPE
+
+
+def make_order(**fields: Any):
+	return frappe.get_doc({"doctype": ensure_test_doctype(), "customer_name": "ACME", **fields}).insert()
+
+
+def runs_of(template: str, **filters: Any) -> list[Any]:
+	return frappe.get_all(
+		"Flow Run",
+		filters={"template": template, **filters},
+		fields=["name", "status", "trigger_event", "reference_name", "trigger_data", "depth"],
+		order_by="creation asc",
+	)

@@ -8,6 +8,7 @@ from typing import Any
 import frappe
 from frappe import _
 from frappe.model.document import Document
+from frappe.utils.html_utils import escape_html
 
 from flow_automation.engine.definition import DELAY_UNITS
 from flow_automation.engine.validation import ValidationIssue, validate_definition
@@ -97,10 +98,13 @@ class FlowTemplate(Document):
 
 	def on_update(self) -> None:
 		if self.flags.new_version:
+			self.flags.new_version = False
 			self.write_version()
 		from flow_automation.triggers import clear_trigger_cache
 
 		clear_trigger_cache()
+		# again after commit: a request that rebuilt the index meanwhile saw the old rows
+		frappe.db.after_commit.add(clear_trigger_cache)
 
 	def on_trash(self) -> None:
 		if self.is_system and not frappe.flags.in_uninstall:
@@ -118,6 +122,12 @@ class FlowTemplate(Document):
 			frappe.delete_doc("Flow Template Version", version, ignore_permissions=True, force=True)
 
 	def after_delete(self) -> None:
+		from flow_automation.triggers import clear_trigger_cache
+
+		clear_trigger_cache()
+		frappe.db.after_commit.add(clear_trigger_cache)
+
+	def after_rename(self, old: str, new: str, merge: bool = False) -> None:
 		from flow_automation.triggers import clear_trigger_cache
 
 		clear_trigger_cache()
@@ -203,19 +213,15 @@ class FlowTemplate(Document):
 		lines = []
 		for issue in issues:
 			if issue.index is None:
-				lines.append(
-					f"{frappe.bold(_('Flow'))} {issue.pointer or ''}: {frappe.escape_html(issue.message)}"
-				)
+				lines.append(f"{frappe.bold(_('Flow'))} {issue.pointer or ''}: {escape_html(issue.message)}")
 				continue
 			row = self.steps[issue.index] if issue.index < len(self.steps) else None
 			fieldname, rest = _field_for_pointer(issue.pointer)
 			label = _(frappe.get_meta("Flow Template Step").get_label(fieldname)) if fieldname else ""
 			where = _("Row #{0}").format(row.idx if row else issue.index + 1)
 			if issue.step_id:
-				where += f" ({frappe.escape_html(issue.step_id)})"
-			lines.append(
-				f"{frappe.bold(where)} · {label}{frappe.escape_html(rest)}: {frappe.escape_html(issue.message)}"
-			)
+				where += f" ({escape_html(issue.step_id)})"
+			lines.append(f"{frappe.bold(where)} · {label}{escape_html(rest)}: {escape_html(issue.message)}")
 		frappe.throw(
 			"<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>",
 			title=_("The flow has {0} problem(s)").format(len(issues)),

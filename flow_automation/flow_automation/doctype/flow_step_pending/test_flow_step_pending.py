@@ -1,0 +1,228 @@
+# Copyright (c) 2026, flow_automation developers
+# See license.txt
+"""The scheduler's inbox: claiming with leases, concurrency, crash recovery, backoff."""
+
+import json
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+from frappe.utils import add_to_date, get_datetime, now_datetime
+
+from flow_automation import runtime
+from flow_automation.scheduler import MAX_CLAIMS, begin_claim_transaction, claim_due, lease_seconds, run_due
+from flow_automation.tests.utils import make_template, pending, step_status
+
+# Rows due in the year 2000, claimed "then": nothing else on the site is due that early,
+# so the claims below see only these rows.
+PAST = get_datetime("2000-01-01 00:00:00")
+CLAIM_AT = get_datetime("2000-01-01 00:00:05")
+
+
+def make_due_rows(count: int, run: str, template: str, at) -> list[str]:
+	now = now_datetime()
+	names = [frappe.generate_hash(length=12) for _ in range(count)]
+	frappe.db.bulk_insert(
+		"Flow Step Pending",
+		[
+			"name",
+			"creation",
+			"modified",
+			"owner",
+			"modified_by",
+			"run",
+			"step_id",
+			"template",
+			"purpose",
+			"trigger_at",
+			"status",
+			"attempt",
+		],
+		[
+			(n, now, now, "Administrator", "Administrator", run, "nap", template, "delay", at, "Pending", 0)
+			for n in names
+		],
+	)
+	return names
+
+
+class TestClaiming(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		cls.template = make_template(
+			[{"id": "nap", "kind": "wait", "trigger": {"type": "after_delay", "hours": 1}, "payload": {}}]
+		)
+		cls.run_name = runtime.start_run(cls.template.name, advance="now")
+		frappe.db.commit()
+
+	@classmethod
+	def tearDownClass(cls):
+		frappe.db.delete("Flow Step Pending", {"run": cls.run_name})
+		frappe.db.delete("Flow Step Log", {"run": cls.run_name})
+		frappe.db.delete("Flow Run", {"name": cls.run_name})
+		frappe.delete_doc("Flow Template", cls.template.name, force=True)
+		frappe.db.commit()
+		super().tearDownClass()
+
+	def tearDown(self):
+		frappe.db.rollback()
+		frappe.db.delete("Flow Step Pending", {"run": self.run_name})
+		frappe.db.commit()
+
+	def test_two_connections_claiming_at_once_never_get_the_same_row(self):
+		names = set(make_due_rows(20, self.run_name, self.template.name, PAST))
+		frappe.db.commit()
+		now = CLAIM_AT
+		try:
+			with self.primary_connection():
+				begin_claim_transaction()
+				first = claim_due(now, limit=12)  # this transaction stays open: its rows stay locked
+			with self.secondary_connection():
+				begin_claim_transaction()
+				second = claim_due(now, limit=12)
+		finally:
+			with self.secondary_connection():
+				frappe.db.rollback()
+			with self.primary_connection():
+				frappe.db.rollback()
+		first_names = {r.name for r in first}
+		second_names = {r.name for r in second}
+		self.assertEqual(len(first_names), 12)
+		self.assertEqual(len(second_names), 8)
+		self.assertEqual(first_names & second_names, set())
+		self.assertEqual(first_names | second_names, names)
+
+	def test_claim_sets_a_lease_and_bumps_the_claim_count(self):
+		(name,) = make_due_rows(1, self.run_name, self.template.name, PAST)
+		now = CLAIM_AT
+		claimed = [r for r in claim_due(now) if r.name == name]
+		self.assertEqual(len(claimed), 1)
+		row = frappe.db.get_value(
+			"Flow Step Pending", name, ["status", "attempt", "lease_until"], as_dict=True
+		)
+		self.assertEqual((row.status, row.attempt), ("Running", 1))
+		self.assertEqual(get_datetime(row.lease_until), add_to_date(now, seconds=lease_seconds()))
+		self.assertGreater(lease_seconds(), 600)  # longer than the fire job's queue timeout
+		self.assertEqual([r for r in claim_due(now) if r.name == name], [])  # leased: not claimed again
+
+	def test_an_expired_lease_is_claimed_again(self):
+		(name,) = make_due_rows(1, self.run_name, self.template.name, PAST)
+		now = CLAIM_AT
+		claim_due(now)
+		later = add_to_date(now, seconds=lease_seconds() + 1)  # the worker was killed: no Done
+		again = [r for r in claim_due(later) if r.name == name]
+		self.assertEqual([r.attempt for r in again], [2])
+
+	def test_a_row_that_keeps_crashing_its_worker_fails_and_fails_its_run(self):
+		template = make_template(
+			[{"id": "nap", "kind": "wait", "trigger": {"type": "after_delay", "minutes": 1}, "payload": {}}]
+		)
+		run = runtime.start_run(template.name, advance="now")
+		row = pending(run)[0].name
+		frappe.db.set_value(
+			"Flow Step Pending",
+			row,
+			{"status": "Running", "attempt": MAX_CLAIMS, "lease_until": "2000-01-01"},
+		)
+		run_due(inline=True)
+		self.assertEqual(frappe.db.get_value("Flow Step Pending", row, "status"), "Failed")
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")
+		self.assertIn("claimed 5 times", frappe.db.get_value("Flow Run", run, "error"))
+
+
+class TestFiringAndBackoff(FrappeTestCase):
+	def tearDown(self):
+		frappe.db.rollback()
+
+	def test_fired_rows_are_done_and_retries_back_off_with_jitter(self):
+		template = make_template(
+			[
+				{
+					"id": "flaky",
+					"kind": "webhook",
+					"payload": {"url": "http://127.0.0.1:9/refused"},
+					"retry": {"max_attempts": 3, "backoff_seconds": 60},
+				}
+			]
+		)
+		from flow_automation.tests.utils import site_config
+
+		with (
+			site_config(flow_automation_allow_private_webhook_targets=1),
+			self.freeze_time("2026-01-01 00:00:00"),
+		):
+			run = runtime.start_run(template.name, advance="now")
+			first = pending(run)
+			self.assertEqual([p.purpose for p in first], ["retry"])
+			wait = (first[0].trigger_at - get_datetime("2026-01-01 00:00:00")).total_seconds()
+			self.assertTrue(30 <= wait <= 60, wait)  # 60 s backoff, equal jitter
+		with (
+			site_config(flow_automation_allow_private_webhook_targets=1),
+			self.freeze_time(first[0].trigger_at),
+		):
+			run_due()
+			self.assertEqual(frappe.db.get_value("Flow Step Pending", first[0].name, "status"), "Done")
+			second = pending(run)
+			wait = (second[0].trigger_at - first[0].trigger_at).total_seconds()
+			self.assertTrue(60 <= wait <= 120, wait)  # doubled
+		with (
+			site_config(flow_automation_allow_private_webhook_targets=1),
+			self.freeze_time(second[0].trigger_at),
+		):
+			run_due()
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")
+		self.assertEqual(step_status(run), {"flaky": "failed"})
+		self.assertEqual(pending(run), [])
+		attempts = frappe.get_all("Flow Step Log", filters={"run": run}, pluck="attempt", order_by="creation")
+		self.assertEqual(attempts, [1, 2, 3])
+
+	def test_retention_clears_old_finished_runs_logs_and_pending_rows(self):
+		from flow_automation.flow_automation.doctype.flow_run.flow_run import FlowRun
+		from flow_automation.flow_automation.doctype.flow_step_pending.flow_step_pending import (
+			FlowStepPending,
+		)
+
+		template = make_template(
+			[{"id": "nap", "kind": "wait", "trigger": {"type": "after_delay", "minutes": 1}, "payload": {}}]
+		)
+		with self.freeze_time("2025-01-01 00:00:00"):
+			old = runtime.start_run(template.name, advance="now")
+		with self.freeze_time("2025-01-01 00:01:00"):
+			run_due()
+		fresh = runtime.start_run(template.name, advance="now")
+		self.assertEqual(frappe.db.get_value("Flow Run", old, "status"), "Completed")
+		FlowStepPending.clear_old_logs(days=30)
+		FlowRun.clear_old_logs(days=30)
+		self.assertFalse(frappe.db.exists("Flow Run", old))
+		self.assertFalse(frappe.db.exists("Flow Step Log", {"run": old}))
+		self.assertFalse(frappe.db.exists("Flow Step Pending", {"run": old}))
+		self.assertTrue(frappe.db.exists("Flow Run", fresh))
+		self.assertEqual(len(pending(fresh)), 1)  # open work is never cleared
+
+	def test_pii_is_redacted_in_step_logs_when_the_setting_is_on(self):
+		from frappe.tests.utils import change_settings
+
+		template = make_template(
+			[
+				{
+					"id": "note",
+					"kind": "create_document",
+					"payload": {
+						"doctype": "Note",
+						"fields": {"title": "Call +91 98765 43210 or mail jane.doe@example.com"},
+					},
+				}
+			]
+		)
+		with change_settings("Flow Automation Settings", redact_pii=1):
+			frappe.cache.delete_value("flow_automation:settings")
+			run = runtime.start_run(template.name, advance="now")
+		frappe.cache.delete_value("flow_automation:settings")
+		log = frappe.get_all("Flow Step Log", filters={"run": run}, fields=["input", "pii_redacted"])[0]
+		self.assertEqual(log.pii_redacted, 1)
+		title = json.loads(log.input)["fields"]["title"]
+		self.assertEqual(title, "Call +********3210 or mail j***@example.com")
+		# the document itself is untouched: only the stored log is redacted
+		self.assertTrue(
+			frappe.db.exists("Note", {"title": "Call +91 98765 43210 or mail jane.doe@example.com"})
+		)
