@@ -14,7 +14,7 @@ import requests
 from flow_automation.engine.outcome import StepError
 from flow_automation.steps import StepCall
 
-MAX_RESPONSE_BYTES = 64 * 1024
+MAX_RESPONSE_BYTES = 32 * 1024
 DEFAULT_TIMEOUT_SECONDS = 10
 MAX_TIMEOUT_SECONDS = 60
 ALLOW_PRIVATE_CONFIG_KEY = "flow_automation_allow_private_webhook_targets"

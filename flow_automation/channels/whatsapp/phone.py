@@ -89,11 +89,19 @@ def normalize_number(raw: str, default_region: str | None = None) -> str:
 			candidates.append(("+" + digits, None))
 		if not candidates:
 			raise InvalidPhoneNumber(raw, "it has no country code and no default region was given")
-	number = _pick(candidates)
+	number = _pick([(_fold_mexican_mobile(text), r) for text, r in candidates])
 	if number is None:
 		where = f" for region {region}" if region and not text.startswith("+") else ""
 		raise InvalidPhoneNumber(raw, f"not a possible phone number{where}")
-	return _e164(number)
+	return _fold_mexican_mobile(_e164(number))
+
+
+def _fold_mexican_mobile(e164: str) -> str:
+	# Mexico dropped the "1" after +52 for mobiles in 2019, but WhatsApp wa_ids still carry
+	# it ("5215512345678"). Older phonenumbers releases fold it, newer ones keep it: fold here.
+	if e164.startswith("+521") and len(e164) == 14:
+		return "+52" + e164[4:]
+	return e164
 
 
 def from_wa_id(wa_id: str) -> str:
@@ -101,10 +109,10 @@ def from_wa_id(wa_id: str) -> str:
 	if not isinstance(wa_id, str) or not _WA_ID.match(wa_id.strip()):
 		raise InvalidPhoneNumber(wa_id, "a wa_id is 6 to 15 digits")
 	digits = wa_id.strip().lstrip("+")
-	number = _pick([("+" + digits, None)])
+	number = _pick([(_fold_mexican_mobile("+" + digits), None)])
 	if number is None:
 		raise InvalidPhoneNumber(wa_id, "not a possible phone number")
-	return _e164(number)
+	return _fold_mexican_mobile(_e164(number))
 
 
 def to_wa_id(e164: str) -> str:
@@ -119,7 +127,7 @@ def _comparison_key(e164: str) -> str:
 	# phone can arrive in two spellings:
 	# - Brazil: mobiles gained a leading 9 (11 9 8765-4321); older accounts' wa_ids lack it.
 	# - Argentina: mobiles are +54 9 <area> <number>; people write them without the 9.
-	# (Mexico's "521" wa_ids are already folded to "+52" by ``phonenumbers``.)
+	# (Mexico's "521" wa_ids are folded to "+52" by ``normalize_number``.)
 	if e164.startswith("+55"):
 		national = e164[3:]
 		if len(national) == 11 and national[2] == "9" and national[3] in "6789":
