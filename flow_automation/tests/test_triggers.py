@@ -392,7 +392,7 @@ class TestGuardRails(TriggerTestCase):
 	def test_max_concurrent_runs_queues_the_extra_runs(self):
 		from flow_automation import runtime
 
-		template = make_template(
+		make_template(
 			GATE_STEP,
 			trigger={"type": "Named Event", "event_pattern": "slot.*"},
 			options={"max_concurrent_runs": 1},
