@@ -305,6 +305,25 @@ def default_max_waves(definition: Definition) -> int:
 	return 4 * len(definition.steps) + 20
 
 
+class _StepsView(Mapping):
+	"""`steps.<id>.output` for templates: a live read-only view, built on access, not per step."""
+
+	_FIELDS = ("status", "output", "branch", "error")
+
+	def __init__(self, state: Mapping[str, Mapping[str, Any]]):
+		self._state = state
+
+	def __getitem__(self, step_id: str) -> dict[str, Any]:
+		entry = self._state[step_id]
+		return {key: entry.get(key) for key in self._FIELDS}
+
+	def __iter__(self):
+		return iter(self._state)
+
+	def __len__(self) -> int:
+		return len(self._state)
+
+
 class _Run:
 	"""Mutable working copy of one run during an advance."""
 
@@ -328,23 +347,11 @@ class _Run:
 		self.seed = seed
 		self.timer = timer
 		self.result = AdvanceResult(status=RUN_RUNNING, step_state=self.state, variables=self.variables)
+		self.has_fatal = any(e.get("fatal") for e in self.state.values())
 
 	# context ------------------------------------------------------------------------
 	def context(self) -> dict[str, Any]:
-		return {
-			**self.base,
-			"variables": self.variables,
-			"steps": {
-				sid: {
-					"status": e.get("status"),
-					"output": e.get("output"),
-					"branch": e.get("branch"),
-					"error": e.get("error"),
-				}
-				for sid, e in self.state.items()
-			},
-			"now": self.now,
-		}
+		return {**self.base, "variables": self.variables, "steps": _StepsView(self.state), "now": self.now}
 
 	def entry(self, step_id: str) -> dict[str, Any]:
 		return self.state.setdefault(step_id, {"status": PENDING, "attempt": 0, "attempt_group": 1})
@@ -492,6 +499,7 @@ class _Run:
 			entry["branch"] = ERROR_BRANCH
 		else:
 			entry["fatal"] = True
+			self.has_fatal = True
 			self.result.error = f"step '{step.id}' ({step.title}) failed: {outcome.error}"
 			self.suspend_all()
 
@@ -574,7 +582,7 @@ class _Run:
 		return self.result
 
 	def fatal(self) -> bool:
-		return any(e.get("fatal") for e in self.state.values())
+		return self.has_fatal
 
 
 def _default_resume(kind: catalog.StepKind | None, wait: Mapping[str, Any], event: Event) -> Outcome:

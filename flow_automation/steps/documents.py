@@ -17,9 +17,10 @@ PROTECTED_FIELDS = frozenset(
 
 
 def _check_fields(doctype: str, fields: dict[str, Any]) -> None:
-	if not frappe.db.exists("DocType", doctype):
+	try:
+		meta = frappe.get_meta(doctype)  # cached: no query per step
+	except frappe.DoesNotExistError:
 		raise StepError(f"doctype {doctype!r} does not exist", retryable=False)
-	meta = frappe.get_meta(doctype)
 	for fieldname in fields:
 		if fieldname in PROTECTED_FIELDS:
 			raise StepError(f"fields/{fieldname}: {fieldname!r} cannot be set by a flow", retryable=False)
