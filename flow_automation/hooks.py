@@ -13,8 +13,7 @@ after_install = "flow_automation.install.after_install"
 after_migrate = "flow_automation.install.after_migrate"
 
 # Desk
-doctype_js = {}
-app_include_js = []
+app_include_js = ["/assets/flow_automation/js/run_flow.js"]
 
 # Retention, managed where admins manage every other log (Log Settings)
 default_log_clearing_doctypes = {
@@ -45,3 +44,7 @@ boot_session = "flow_automation.triggers.boot_session"
 
 # A run refers to its document; that must not stop anyone from deleting the document.
 ignore_links_on_delete = ["Flow Run", "Flow Step Log"]
+
+# --- WhatsApp ---
+# Inbound rows a lost job left unprocessed are drained every minute (the webhook's outbox).
+scheduler_events["cron"]["* * * * *"].append("flow_automation.whatsapp.inbound.drain")

@@ -70,6 +70,24 @@ class RunNotFound(frappe.DoesNotExistError):
 	pass
 
 
+class ActiveRunExists(frappe.ValidationError):
+	"""The template allows one active run per document, and this document has one."""
+
+
+def has_active_run(template: str, reference_doctype: str | None, reference_name: str) -> bool:
+	return bool(
+		frappe.db.exists(
+			"Flow Run",
+			{
+				"template": template,
+				"reference_doctype": reference_doctype,
+				"reference_name": reference_name,
+				"status": ("in", ACTIVE),
+			},
+		)
+	)
+
+
 # --- definitions -------------------------------------------------------------------------
 
 
@@ -111,7 +129,10 @@ def start_run(
 	"none" (the caller advances it). Returns the run name.
 	"""
 	info = frappe.db.get_value(
-		"Flow Template", template, ["name", "enabled", "version", "run_as", "definition"], as_dict=True
+		"Flow Template",
+		template,
+		["name", "enabled", "version", "run_as", "one_active_run_per_document"],
+		as_dict=True,
 	)
 	if not info:
 		frappe.throw(
@@ -123,6 +144,16 @@ def start_run(
 		frappe.throw(
 			_("{0} {1} does not exist").format(_(reference_doctype), frappe.bold(reference_name)),
 			frappe.ValidationError,
+		)
+	if (
+		info.one_active_run_per_document
+		and reference_name
+		and has_active_run(info.name, reference_doctype, reference_name)
+	):
+		raise ActiveRunExists(
+			_("{0} {1} already has an active run of {2}").format(
+				_(reference_doctype), reference_name, info.name
+			)
 		)
 	version_name = f"{info.name}-v{info.version}"
 	definition = load_definition(version_name)
@@ -505,7 +536,9 @@ def on_run_finished(run: Any, result: planner.AdvanceResult) -> None:
 	from flow_automation import failures
 
 	if run.parent_run and run.parent_step:
-		resume_parent(run.parent_run, run.parent_step, run.name, result.status, result.variables, result.error)
+		resume_parent(
+			run.parent_run, run.parent_step, run.name, result.status, result.variables, result.error
+		)
 	failures.on_run_finished(run.name, run.template, result.status)
 
 

@@ -10,6 +10,7 @@ killed) is claimed again; after `MAX_CLAIMS` claims it fails and so does its run
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -17,6 +18,7 @@ import frappe
 from frappe.utils import add_to_date, now_datetime
 
 MAX_CLAIMS = 5
+DEADLOCK_RETRIES = 3
 DEFAULT_LEASE_SECONDS = 1800
 DEFAULT_BATCH = 200
 FIRE_JOB_TIMEOUT = 600  # seconds; the lease must stay longer than this
@@ -164,32 +166,46 @@ def every_minute() -> None:
 
 
 def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> None:
-	"""Advance a run for its claimed rows, then mark them Done in the same transaction."""
+	"""Advance a run for its claimed rows, then mark them Done in the same transaction.
+
+	A deadlock (two transactions touching the same rows in another order) rolls the whole
+	transaction back, so trying again is safe; anything else leaves the rows Running for
+	the lease to expire and the next claim to retry.
+	"""
 	from flow_automation.runtime import RunNotFound, advance_run
 
 	table = frappe.qb.DocType("Flow Step Pending")
-	try:
-		advance_run(run, now=now)
-	except RunNotFound:
-		pass
-	except Exception as e:
-		frappe.db.rollback()
-		# Leave the rows Running: the lease runs out and the next claim retries them.
-		(
-			frappe.qb.update(table)
-			.set(table.last_error, f"{type(e).__name__}: {e}"[:1000])
-			.where(table.name.isin(pending))
-		).run()
-		_commit()
-		raise
-	(
-		frappe.qb.update(table)
-		.set(table.status, "Done")
-		.set(table.lease_until, None)
-		.set(table.modified, now_datetime())
-		.where(table.name.isin(pending) & (table.status == "Running"))
-	).run()
-	_commit()
+	for attempt in range(1, DEADLOCK_RETRIES + 1):
+		try:
+			try:
+				advance_run(run, now=now)
+			except RunNotFound:
+				pass
+			(
+				frappe.qb.update(table)
+				.set(table.status, "Done")
+				.set(table.lease_until, None)
+				.set(table.modified, now_datetime())
+				.where(table.name.isin(pending) & (table.status == "Running"))
+			).run()
+			_commit()
+			return
+		except frappe.QueryDeadlockError:
+			if frappe.flags.in_test or attempt == DEADLOCK_RETRIES:
+				raise
+			frappe.db.rollback()
+			time.sleep(0.05 * 2**attempt)
+		except Exception as e:
+			if frappe.flags.in_test:
+				raise
+			frappe.db.rollback()
+			(
+				frappe.qb.update(table)
+				.set(table.last_error, f"{type(e).__name__}: {e}"[:1000])
+				.where(table.name.isin(pending))
+			).run()
+			_commit()
+			raise
 
 
 def give_up(rows: list[dict[str, Any]]) -> None:

@@ -46,7 +46,6 @@ EVENT_FOR_METHOD = {
 INTERNAL_DOCTYPES = frozenset(
 	{"Flow Run", "Flow Step Log", "Flow Step Pending", "Flow Template Version", "Flow Template Step"}
 )
-ACTIVE_RUN_STATUSES = ("Queued", "Running", "Waiting")
 
 
 def clear_trigger_cache() -> None:
@@ -84,7 +83,6 @@ def _document_specs(doctype: str) -> list[dict[str, Any]]:
 			"document_event",
 			"value_changed_field",
 			"trigger_condition",
-			"one_active_run_per_document",
 		],
 	)
 	return [dict(row, trigger_condition=_condition(row.trigger_condition)) for row in rows]
@@ -125,7 +123,6 @@ def on_document_event(doc: Any, method: str) -> None:
 			reference_name=doc.name,
 			trigger=trigger,
 			dedup_key=_dedup(spec["name"], doc.doctype, doc.name, event, str(doc.modified)),
-			one_active_run_per_document=spec.get("one_active_run_per_document"),
 		)
 
 
@@ -171,7 +168,6 @@ def queue_run(
 	variables: Mapping[str, Any] | None = None,
 	contact: str | None = None,
 	dedup_key: str | None = None,
-	one_active_run_per_document: bool = False,
 ) -> str | None:
 	"""Write a Queued run in the current transaction and kick it after commit.
 
@@ -191,17 +187,6 @@ def queue_run(
 			message=f"A flow step triggered {template} at depth {depth}; the limit is {max_depth}.",
 		)
 		return None
-	if one_active_run_per_document and reference_name:
-		if frappe.db.exists(
-			"Flow Run",
-			{
-				"template": template,
-				"reference_doctype": reference_doctype,
-				"reference_name": reference_name,
-				"status": ("in", ACTIVE_RUN_STATUSES),
-			},
-		):
-			return None
 	messages_before = len(frappe.local.message_log)
 	try:
 		name = runtime.start_run(
@@ -217,6 +202,9 @@ def queue_run(
 		)
 	except (frappe.DuplicateEntryError, frappe.UniqueValidationError):
 		return None  # the same event, delivered again
+	except runtime.ActiveRunExists:
+		del frappe.local.message_log[messages_before:]
+		return None  # one active run per document: this one is still going
 	except frappe.ValidationError as e:
 		# e.g. the template was disabled or deleted a moment ago: never break the caller's save
 		del frappe.local.message_log[messages_before:]
@@ -291,7 +279,7 @@ def _named_specs() -> list[dict[str, Any]]:
 	rows = frappe.get_all(
 		"Flow Template",
 		filters={"enabled": 1, "trigger_type": "Named Event"},
-		fields=["name", "event_pattern", "trigger_condition", "one_active_run_per_document"],
+		fields=["name", "event_pattern", "trigger_condition"],
 	)
 	return [
 		dict(
@@ -340,7 +328,6 @@ def dispatch_event(
 			variables=variables,
 			contact=contact,
 			dedup_key=_dedup(spec["name"], event, dedup_key) if dedup_key else None,
-			one_active_run_per_document=spec.get("one_active_run_per_document"),
 		)
 		if run:
 			runs.append(run)
@@ -381,7 +368,6 @@ def _schedule_specs() -> list[dict[str, Any]]:
 			"days_offset",
 			"time_of_day",
 			"trigger_condition",
-			"one_active_run_per_document",
 			"creation",
 		],
 	)
@@ -497,7 +483,6 @@ def _start_for_documents(
 				reference_name=name,
 				trigger=dict(trigger),
 				dedup_key=_dedup(spec["name"], doctype, name, slot),
-				one_active_run_per_document=spec.get("one_active_run_per_document"),
 			)
 			if run:
 				runs.append(run)
@@ -529,3 +514,88 @@ def boot_session(bootinfo: Any) -> None:
 	roles = set(frappe.get_roles())
 	if frappe.session.user == "Administrator" or roles & {"Flow User", "Flow Manager", "System Manager"}:
 		bootinfo.flow_automation_manual = manual_templates()
+
+
+# --- WhatsApp keywords -----------------------------------------------------------------------------
+
+WHATSAPP_KEYWORDS = "__whatsapp_keywords__"
+
+
+def _whatsapp_specs() -> list[dict[str, Any]]:
+	rows = frappe.get_all(
+		"Flow Template",
+		filters={"enabled": 1, "trigger_type": "WhatsApp Message"},
+		fields=[
+			"name",
+			"whatsapp_keywords",
+			"whatsapp_match",
+			"whatsapp_priority",
+			"whatsapp_account",
+			"trigger_condition",
+		],
+		order_by="whatsapp_priority desc, name asc",
+	)
+	return [
+		{
+			"name": row.name,
+			"keywords": [k.strip() for k in (row.whatsapp_keywords or "").splitlines() if k.strip()],
+			"match": row.whatsapp_match or "exact_ignore_case",
+			"priority": row.whatsapp_priority or 0,
+			"account": row.whatsapp_account,
+			"trigger_condition": _condition(row.trigger_condition),
+		}
+		for row in rows
+	]
+
+
+def keyword_matches(text: str, keyword: str, match: str) -> bool:
+	"""Whether inbound `text` matches one keyword of a WhatsApp Message trigger."""
+	import re
+
+	text = text.strip()
+	if match == "exact":
+		return text == keyword
+	if match == "contains":
+		return keyword.casefold() in text.casefold()
+	if match == "regex":
+		try:
+			return re.search(keyword, text) is not None
+		except re.error:
+			return False
+	return text.casefold() == keyword.casefold()
+
+
+def whatsapp_templates_for(text: str, account: str | None = None) -> list[dict[str, Any]]:
+	"""Enabled templates whose keywords match `text`, highest priority first (cached index)."""
+	return [
+		spec
+		for spec in _index(WHATSAPP_KEYWORDS, _whatsapp_specs)
+		if (not spec["account"] or spec["account"] == account)
+		and any(keyword_matches(text, k, spec["match"]) for k in spec["keywords"])
+	]
+
+
+def dispatch_whatsapp_message(
+	text: str,
+	*,
+	account: str | None,
+	contact: Mapping[str, Any],
+	message: Mapping[str, Any],
+	wamid: str,
+) -> str | None:
+	"""Start the highest-priority flow whose keyword trigger matches an inbound message.
+
+	One message starts at most one flow; the wamid is the dedup key, so a redelivered or
+	reprocessed message never starts it twice. Returns the run name, or None.
+	"""
+	trigger = {"type": "WhatsApp Message", "event": text, "message": dict(message), "contact": dict(contact)}
+	for spec in whatsapp_templates_for(text, account):
+		if not _condition_holds(spec, {"trigger": trigger, "contact": dict(contact)}):
+			continue
+		return queue_run(
+			spec["name"],
+			trigger=trigger,
+			contact=contact.get("number"),
+			dedup_key=_dedup(spec["name"], "whatsapp", wamid),
+		)
+	return None

@@ -83,6 +83,8 @@ else
 		if [ "$installed" != "$(realpath "$here/flow_automation")" ]; then
 			"$bench/env/bin/pip" install -q --disable-pip-version-check -e "$link" || { red "pip install into the bench failed"; exit 2; }
 		fi
+		# what `bench build` would link for an app without bundles (it also flushes Redis, so not that)
+		[ -e "$bench/sites/assets/flow_automation" ] || ln -sfn "$link/flow_automation/public" "$bench/sites/assets/flow_automation"
 		grep -qx flow_automation "$bench/sites/apps.txt" || { sed -i -e '$a\' "$bench/sites/apps.txt"; echo flow_automation >> "$bench/sites/apps.txt"; }
 		if ! frappe_cli --site "$site" list-apps 2>/dev/null | grep -q flow_automation; then
 			frappe_cli --site "$site" install-app flow_automation || { red "install-app failed"; exit 2; }

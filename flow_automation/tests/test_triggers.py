@@ -514,3 +514,29 @@ class TestWebhookTrigger(TriggerTestCase):
 			frappe.local.conf.pop("flow_automation_webhook_rate_limit", None)
 		self.assertEqual(statuses[:3], [403, 403, 403])
 		self.assertEqual(statuses[3:], [429, 429])
+
+
+class TestManualTrigger(TriggerTestCase):
+	def test_manual_templates_reach_the_desk_with_the_boot_info(self):
+		template = make_template(GATE_STEP, trigger={"type": "Manual", "doctype": "ToDo"})
+		make_template(GATE_STEP, trigger={"type": "Manual", "doctype": "Note"}, enabled=False)
+		bootinfo = frappe._dict()
+		triggers.boot_session(bootinfo)
+		self.assertIn(template.name, bootinfo.flow_automation_manual["ToDo"])
+		self.assertNotIn("Note", {k for k, v in bootinfo.flow_automation_manual.items() if v})
+
+	def test_start_many_starts_one_run_per_document(self):
+		from flow_automation.api import start_many
+
+		template = make_template(
+			GATE_STEP,
+			trigger={"type": "Manual", "doctype": "ToDo"},
+			options={"one_active_run_per_document": True},
+		)
+		todos = [make_todo().name for _ in range(3)]
+		runs = start_many(template.name, "ToDo", todos)["runs"]
+		self.assertEqual(len(runs), 3)
+		self.assertEqual(sorted(r.reference_name for r in runs_of(template.name)), sorted(todos))
+		self.assertEqual(start_many(template.name, "ToDo", todos[:1])["runs"], [])  # already active
+		with self.assertRaisesRegex(frappe.ValidationError, "does not exist"):
+			start_many(template.name, "ToDo", ["no-such-todo"])
