@@ -1,0 +1,33 @@
+# Copyright (c) 2026, flow_automation developers
+# See license.txt
+
+import frappe
+from frappe.tests.utils import FrappeTestCase, change_settings
+
+from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+	is_paused,
+)
+from flow_automation.tests.utils import site_config
+
+
+class TestFlowAutomationSettings(FrappeTestCase):
+	def tearDown(self):
+		frappe.db.rollback()
+		frappe.cache.delete_value(["flow_automation:paused", "flow_automation:settings"])
+
+	def test_kill_switch_from_settings_and_site_config_override(self):
+		frappe.cache.delete_value("flow_automation:paused")
+		self.assertFalse(is_paused())
+		with change_settings("Flow Automation Settings", pause_all=1):
+			self.assertTrue(is_paused())  # saving the settings cleared the cached flag
+			with site_config(flow_automation_paused=0):
+				self.assertFalse(is_paused())
+		frappe.cache.delete_value("flow_automation:paused")
+		with site_config(flow_automation_paused=1):
+			self.assertTrue(is_paused())
+
+	def test_lease_must_outlast_a_job(self):
+		settings = frappe.get_doc("Flow Automation Settings")
+		settings.lease_seconds = 10
+		with self.assertRaisesRegex(frappe.ValidationError, "at least 60"):
+			settings.save()
