@@ -47,6 +47,25 @@ def _require_run(run: str, ptype: str = "read") -> None:
 	frappe.has_permission("Flow Run", ptype, run, throw=True)
 
 
+def _require_document(reference_doctype: str | None, reference_name: str | None) -> bool:
+	"""Check an optional document argument pair: both or neither, existing, readable by the caller."""
+	if bool(reference_doctype) != bool(reference_name):
+		frappe.throw(_("reference_doctype and reference_name go together"), frappe.ValidationError)
+	if not reference_doctype:
+		return False
+	if not frappe.db.exists("DocType", reference_doctype):
+		frappe.throw(
+			_("reference_doctype: {0} is not a DocType").format(reference_doctype), frappe.ValidationError
+		)
+	if not frappe.db.exists(reference_doctype, reference_name):
+		frappe.throw(
+			_("reference_name: {0} {1} does not exist").format(_(reference_doctype), reference_name),
+			frappe.ValidationError,
+		)
+	frappe.has_permission(reference_doctype, "read", reference_name, throw=True)
+	return True
+
+
 def _json_arg(value: Any, name: str, expected: type | tuple[type, ...] = dict) -> Any:
 	if value is None or value == "":
 		return None
@@ -93,19 +112,7 @@ def start(
 			frappe.ValidationError,
 		)
 	frappe.has_permission("Flow Template", "read", template, throw=True)
-	if bool(reference_doctype) != bool(reference_name):
-		frappe.throw(_("reference_doctype and reference_name go together"), frappe.ValidationError)
-	if reference_doctype:
-		if not frappe.db.exists("DocType", reference_doctype):
-			frappe.throw(
-				_("reference_doctype: {0} is not a DocType").format(reference_doctype), frappe.ValidationError
-			)
-		if not frappe.db.exists(reference_doctype, reference_name):
-			frappe.throw(
-				_("reference_name: {0} {1} does not exist").format(_(reference_doctype), reference_name),
-				frappe.ValidationError,
-			)
-		frappe.has_permission(reference_doctype, "read", reference_name, throw=True)
+	_require_document(reference_doctype, reference_name)
 	name = runtime.start_run(
 		template,
 		reference_doctype=reference_doctype,
@@ -190,13 +197,7 @@ def simulate(
 			frappe.ValidationError,
 		)
 	frappe.has_permission("Flow Template", "read", template, throw=True)
-	if reference_doctype and reference_name:
-		if not frappe.db.exists(reference_doctype, reference_name):
-			frappe.throw(
-				_("reference_name: {0} {1} does not exist").format(_(reference_doctype), reference_name),
-				frappe.ValidationError,
-			)
-		frappe.has_permission(reference_doctype, "read", reference_name, throw=True)
+	_require_document(reference_doctype, reference_name)
 	result = runtime.simulate_template(
 		template,
 		reference_doctype=reference_doctype,
@@ -231,13 +232,7 @@ def dispatch_event(
 
 	require_roles(FLOW_USER_ROLES)
 	doc = None
-	if reference_doctype or reference_name:
-		if not (reference_doctype and reference_name and frappe.db.exists(reference_doctype, reference_name)):
-			frappe.throw(
-				_("reference_name: {0} {1} does not exist").format(reference_doctype, reference_name),
-				frappe.ValidationError,
-			)
-		frappe.has_permission(reference_doctype, "read", reference_name, throw=True)
+	if _require_document(reference_doctype, reference_name):
 		doc = frappe.get_doc(reference_doctype, reference_name)
 	runs = dispatch(event, doc=doc, variables=_json_arg(variables, "variables") or {}, dedup_key=dedup_key)
 	return {"event": event, "runs": runs}

@@ -31,16 +31,24 @@ def start_next_queued(template: str) -> None:
 	from flow_automation.triggers import kick
 
 	waiting = frappe.get_all(
-		"Flow Run", filters={"template": template, "status": "Queued"}, order_by="creation asc", limit=1, pluck="name"
+		"Flow Run",
+		filters={"template": template, "status": "Queued"},
+		order_by="creation asc",
+		limit=1,
+		pluck="name",
 	)
 	if waiting:
 		kick(waiting[0])
 
 
 def on_run_failed(run: str, template: frappe._dict) -> None:
-	values = frappe.db.get_value("Flow Run", run, ["error", "trigger_event", "reference_doctype", "reference_name"], as_dict=True)
+	values = frappe.db.get_value(
+		"Flow Run", run, ["error", "trigger_event", "reference_doctype", "reference_name"], as_dict=True
+	)
 	failures = (template.consecutive_failures or 0) + 1
-	frappe.db.set_value("Flow Template", template.name, "consecutive_failures", failures, update_modified=False)
+	frappe.db.set_value(
+		"Flow Template", template.name, "consecutive_failures", failures, update_modified=False
+	)
 	tripped = bool(template.max_consecutive_failures) and failures >= template.max_consecutive_failures
 	if tripped:
 		from flow_automation.triggers import clear_trigger_cache
@@ -90,29 +98,30 @@ def alert(run: str, template: frappe._dict, error: str | None, tripped: bool, fa
 	if tripped:
 		subject = _("Flow {0} was disabled after {1} failed runs in a row").format(template.name, failures)
 	body = "<p>{}</p><p><a href='{}'>{}</a></p><pre>{}</pre>".format(
-		frappe.bold(subject), link, _("Open the run"), frappe.utils.escape_html(strip_html(error or ""))[:2000]
+		frappe.bold(subject),
+		link,
+		_("Open the run"),
+		frappe.utils.escape_html(strip_html(error or ""))[:2000],
 	)
-	for user in users:
-		if user == "Guest":
-			continue
-		frappe.get_doc(
-			{
-				"doctype": "Notification Log",
-				"for_user": user,
-				"type": "Alert",
-				"subject": subject,
-				"email_content": body,
-				"document_type": "Flow Run",
-				"document_name": run,
-			}
-		).insert(ignore_permissions=True)
-	recipients = emails + [frappe.db.get_value("User", u, "email") for u in users if u not in ("Administrator", "Guest")]
+	from flow_automation.steps.notify import system_notification
+
+	system_notification([u for u in users if u != "Guest"], subject, body, "Flow Run", run)
+	recipients = emails + [
+		frappe.db.get_value("User", u, "email") for u in users if u not in ("Administrator", "Guest")
+	]
 	recipients = [r for r in recipients if r]
 	if not recipients:
 		return
 	try:
 		with _savepoint():
-			frappe.sendmail(recipients=recipients, subject=subject, message=body, reference_doctype="Flow Run", reference_name=run, delayed=True)
+			frappe.sendmail(
+				recipients=recipients,
+				subject=subject,
+				message=body,
+				reference_doctype="Flow Run",
+				reference_name=run,
+				delayed=True,
+			)
 	except Exception:
 		# no outgoing email account: the system notification above still reaches the users
 		frappe.log_error(title=f"Flow failure alert email for {run}")

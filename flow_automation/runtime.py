@@ -507,6 +507,14 @@ def clear_timers(run_name: str, step_ids: list[str]) -> None:
 	).run()
 
 
+def cancel_timers(run_name: str) -> None:
+	"""Every Pending row of a run: Cancelled (the run stopped, or its timers are rebuilt)."""
+	table = frappe.qb.DocType("Flow Step Pending")
+	frappe.qb.update(table).set(table.status, "Cancelled").set(table.modified, now_datetime()).where(
+		(table.run == run_name) & (table.status == "Pending")
+	).run()
+
+
 def add_timers(run: Any, timers: list[planner.Timer]) -> None:
 	if not timers:
 		return
@@ -588,10 +596,7 @@ def cancel_run(run_name: str, reason: str | None = None) -> None:
 		},
 		notify=True,
 	)
-	table = frappe.qb.DocType("Flow Step Pending")
-	frappe.qb.update(table).set(table.status, "Cancelled").set(table.modified, now).where(
-		(table.run == run.name) & (table.status == "Pending")
-	).run()
+	cancel_timers(run.name)
 	from flow_automation import failures
 
 	failures.on_run_finished(run.name, run.template, "Cancelled")
@@ -619,10 +624,7 @@ def fail_run(run_name: str, error: str) -> None:
 		},
 		notify=True,
 	)
-	table = frappe.qb.DocType("Flow Step Pending")
-	frappe.qb.update(table).set(table.status, "Cancelled").set(table.modified, now).where(
-		(table.run == run.name) & (table.status == "Pending")
-	).run()
+	cancel_timers(run.name)
 	on_run_finished(
 		run,
 		planner.AdvanceResult(status="Failed", step_state=state, variables=_json(run.variables), error=error),
@@ -641,10 +643,7 @@ def retry_steps(run_name: str, step_ids: list[str]) -> planner.AdvanceResult | N
 		state = planner.retry_steps(definition, _json(run.step_state), list(step_ids))
 	except planner.EngineError as e:
 		frappe.throw(str(e), frappe.ValidationError)
-	table = frappe.qb.DocType("Flow Step Pending")
-	frappe.qb.update(table).set(table.status, "Cancelled").set(table.modified, now_datetime()).where(
-		(table.run == run.name) & (table.status == "Pending")
-	).run()
+	cancel_timers(run.name)
 	add_timers(run, planner.restored_timers(state))
 	run.db_set(
 		{

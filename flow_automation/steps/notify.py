@@ -36,6 +36,23 @@ def _users(recipients: list[str]) -> list[str]:
 	return users
 
 
+def system_notification(users: list[str], subject: str, body: str, doctype: str, name: str) -> None:
+	"""A Desk notification (the bell) for each user, linked to a document."""
+	for user in users:
+		frappe.get_doc(
+			{
+				"doctype": "Notification Log",
+				"for_user": user,
+				"type": "Alert",
+				"subject": subject,
+				"email_content": body,
+				"document_type": doctype,
+				"document_name": name,
+				"from_user": frappe.session.user,
+			}
+		).insert(ignore_permissions=True)
+
+
 def notify(call: StepCall) -> dict[str, Any]:
 	payload = call.payload
 	channel = payload.get("channel") or "email"
@@ -50,19 +67,9 @@ def notify(call: StepCall) -> dict[str, Any]:
 		if call.dry_run:
 			call.record("system notification", to=users, subject=subject)
 			return {"channel": channel, "recipients": users, "dry_run": True}
-		for user in users:
-			frappe.get_doc(
-				{
-					"doctype": "Notification Log",
-					"for_user": user,
-					"type": "Alert",
-					"subject": subject,
-					"email_content": body,
-					"document_type": run.reference_doctype or "Flow Run",
-					"document_name": run.reference_name or run.name,
-					"from_user": frappe.session.user,
-				}
-			).insert(ignore_permissions=True)
+		system_notification(
+			users, subject, body, run.reference_doctype or "Flow Run", run.reference_name or run.name
+		)
 		return {"channel": channel, "recipients": users}
 
 	emails = [_email_for(r) for r in recipients]
