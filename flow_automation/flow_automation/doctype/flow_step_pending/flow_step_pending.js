@@ -11,6 +11,8 @@ frappe.ui.form.on("Flow Step Pending", {
 			Cancelled: "darkgrey",
 		}[frm.doc.status];
 		frm.page.set_indicator(__(frm.doc.status), colour || "gray");
-		frm.add_custom_button(__("Flow Run"), () => frappe.set_route("Form", "Flow Run", frm.doc.run));
+		frm.add_custom_button(__("Flow Run"), () =>
+			frappe.set_route("Form", "Flow Run", frm.doc.run)
+		);
 	},
 });

@@ -6,7 +6,11 @@ frappe.listview_settings["Flow Step Pending"] = {
 	has_indicator_for_draft: true,
 	get_indicator(doc) {
 		// A Pending row past its due time means the minute cron is not firing (see Settings).
-		if (doc.status === "Pending" && doc.trigger_at && doc.trigger_at < frappe.datetime.now_datetime()) {
+		if (
+			doc.status === "Pending" &&
+			doc.trigger_at &&
+			doc.trigger_at < frappe.datetime.now_datetime()
+		) {
 			return [__("Overdue"), "red", "status,=,Pending"];
 		}
 		const colour = {
