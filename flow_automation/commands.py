@@ -167,4 +167,67 @@ def purge(context, days):
 		frappe.destroy()
 
 
+@flow_automation.group("whatsapp-templates")
+def whatsapp_templates() -> None:
+	"""WhatsApp message templates: sync from Meta, preview a sync, or load a JSON file."""
+
+
+def _print_template_results(results: dict, verb: str) -> None:
+	for account, result in results.items():
+		click.echo(
+			f"{account}: {result['created']} {verb}created, {result['updated']} {verb}updated, "
+			f"{result['unchanged']} unchanged, {result['deleted']} {verb}marked DELETED"
+		)
+		for action, names in result["changes"].items():
+			for name in names:
+				click.echo(f"  {action}: {name}")
+
+
+@whatsapp_templates.command("sync")
+@click.option("--account", help="WhatsApp Account (default: every enabled one with a WABA id)")
+@pass_context
+def whatsapp_templates_sync(context, account=None):
+	"""Fetch every template from Meta and update WhatsApp Template."""
+	from flow_automation.whatsapp import templates
+
+	_connect(context)
+	try:
+		_print_template_results(templates.sync(account), "")
+		frappe.db.commit()
+	finally:
+		frappe.destroy()
+
+
+@whatsapp_templates.command("dry-run")
+@click.option("--account", help="WhatsApp Account (default: every enabled one with a WABA id)")
+@pass_context
+def whatsapp_templates_dry_run(context, account=None):
+	"""Show what a sync would change, without writing anything."""
+	from flow_automation.whatsapp import templates
+
+	_connect(context)
+	try:
+		_print_template_results(templates.sync(account, dry_run=True), "would be ")
+	finally:
+		frappe.destroy()
+
+
+@whatsapp_templates.command("upsert")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--account", required=True, help="WhatsApp Account the templates belong to")
+@pass_context
+def whatsapp_templates_upsert(context, path, account):
+	"""Create or update templates from a JSON file in the Graph API's shape (no call to Meta)."""
+	from flow_automation.whatsapp import templates
+
+	with open(path, encoding="utf-8") as fh:
+		data = json.load(fh)
+	_connect(context)
+	try:
+		_print_template_results(templates.upsert(account, data), "")
+		frappe.db.commit()
+	finally:
+		frappe.destroy()
+
+
 commands = [flow_automation]

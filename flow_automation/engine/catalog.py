@@ -427,3 +427,4 @@ register(
 		check=lambda p: _check_field_names(p.get("variables"), "/variables", "variable"),
 	)
 )
+from flow_automation.engine import whatsapp_kinds

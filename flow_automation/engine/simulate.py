@@ -27,6 +27,7 @@ from flow_automation.engine.planner import (
 	advance,
 )
 from flow_automation.engine.render import format_datetime
+from flow_automation.engine.whatsapp_kinds import ask_wait, send_mode
 
 MAX_SIMULATION_ROUNDS = 2_000
 
@@ -136,6 +137,24 @@ class RecordingHost:
 		if payload.get("wait"):
 			return Outcome.waiting(SUB_FLOW, output={"run": run}, run=run, template=payload["template"])
 		return Outcome.done({"run": run, "status": "Started"})
+
+	def _send_whatsapp(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
+		return Outcome.done(
+			{
+				"simulated": True,
+				"to": payload.get("to"),
+				"mode": send_mode(payload),
+				"wamid": f"wamid.SIMULATED.{self.counter}",
+				"status": "sent",
+			}
+		)
+
+	def _ask(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
+		now = context.get("now") or dt.datetime(2000, 1, 1)
+		wamid = f"wamid.SIMULATED.{self.counter}"
+		return ask_wait(
+			payload, now, to=str(payload.get("to") or ""), wamid=wamid, output={"simulated": True}
+		)
 
 
 def simulate(

@@ -34,7 +34,7 @@ Handler = Callable[[StepCall], Any]
 
 
 def _handlers() -> dict[str, Handler]:
-	from flow_automation.steps import documents, flows, http, notify
+	from flow_automation.steps import documents, flows, http, notify, whatsapp
 
 	return {
 		"create_document": documents.create_document,
@@ -43,6 +43,10 @@ def _handlers() -> dict[str, Handler]:
 		"notify": notify.notify,
 		"webhook": http.webhook,
 		"start_flow": flows.start_flow,
+		"send_whatsapp": whatsapp.send_whatsapp,
+		"ask": whatsapp.ask,
+		"ask:reprompt": whatsapp.reprompt,
+		"ask:release": whatsapp.release,
 	}
 
 

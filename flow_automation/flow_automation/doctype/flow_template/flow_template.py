@@ -87,6 +87,7 @@ class FlowTemplate(Document):
 		version: DF.Int
 		webhook_secret: DF.Password | None
 		webhook_url: DF.SmallText | None
+		whatsapp_account: DF.Link | None
 		whatsapp_keywords: DF.SmallText | None
 		whatsapp_match: DF.Literal["exact_ignore_case", "exact", "contains", "regex"]
 		whatsapp_priority: DF.Int

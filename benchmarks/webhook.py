@@ -1,0 +1,292 @@
+"""WhatsApp webhook ingest against Frappe's own request path, on this machine.
+
+Serves the site with the bench's gunicorn on a free loopback port, then for DURATION seconds
+at CONCURRENCY posts signed deliveries (one inbound text message each, a unique wamid) to
+`/api/method/flow_automation.whatsapp.api.webhook`, and for as long calls Frappe's own
+`/api/method/ping` on the same server: the ceiling of Frappe's request path here. `lost`
+counts deliveries answered 200 whose message is not in the table.
+
+    FRAPPE_BENCH=/opt/frappe-bench FRAPPE_TEST_SITE=test_site python benchmarks/webhook.py
+
+Re-executes itself with the bench's Python when Frappe is not importable. Commits a
+WhatsApp Account fixture for the run and removes it, the stored messages and the queued
+processing jobs afterwards. Prints figures, asserts nothing; the last line is
+`webhook_rps=<n> ping_rps=<n> ratio=<x> p95_ms=<n> lost=<n>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BENCH = Path(os.environ.get("FRAPPE_BENCH", "/opt/frappe-bench"))
+SITE = os.environ.get("FRAPPE_TEST_SITE", "test_site")
+DURATION = float(os.environ.get("WEBHOOK_BENCH_SECONDS", "60"))
+CONCURRENCY = int(os.environ.get("WEBHOOK_BENCH_CONCURRENCY", "16"))
+WORKERS = int(os.environ.get("WEBHOOK_BENCH_WORKERS", "2"))
+ACCOUNT = "WA Benchmark"
+PHONE_NUMBER_ID = "900000000000001"
+APP_SECRET = "benchmark-app-secret-" + "0" * 16
+WAMID_PREFIX = "wamid.BENCH."
+WEBHOOK = "/api/method/flow_automation.whatsapp.api.webhook"
+PING = "/api/method/ping"
+
+try:
+	import frappe
+except ImportError:
+	python = BENCH / "env" / "bin" / "python"
+	os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+import requests
+
+from flow_automation.channels.whatsapp import sign
+
+
+def free_port() -> int:
+	with socket.socket() as s:
+		s.bind(("127.0.0.1", 0))
+		return s.getsockname()[1]
+
+
+def connect() -> None:
+	os.chdir(BENCH / "sites")  # Frappe's logs and site paths are relative to sites/
+	frappe.init(site=SITE, sites_path=".")
+	frappe.connect()
+
+
+def setup_account() -> None:
+	from flow_automation.whatsapp import accounts
+
+	if frappe.db.exists("WhatsApp Account", ACCOUNT):
+		frappe.delete_doc("WhatsApp Account", ACCOUNT, force=True, ignore_permissions=True)
+	frappe.get_doc(
+		{
+			"doctype": "WhatsApp Account",
+			"account_name": ACCOUNT,
+			"enabled": 1,
+			"is_default": 0,
+			"phone_number_id": PHONE_NUMBER_ID,
+			"access_token": "benchmark-token",
+			"app_secret": APP_SECRET,
+			"base_url": "http://127.0.0.1:9",
+			"download_media": 0,
+		}
+	).insert(ignore_permissions=True)
+	frappe.db.commit()
+	accounts.clear_account_cache()
+
+
+def cleanup() -> None:
+	from flow_automation.whatsapp import accounts
+
+	frappe.db.rollback()
+	frappe.db.delete("WhatsApp Message", {"wamid": ("like", WAMID_PREFIX + "%")})
+	frappe.db.delete("WhatsApp Conversation", {"name": ("like", "+1555099%")})
+	if frappe.db.exists("WhatsApp Account", ACCOUNT):
+		frappe.delete_doc("WhatsApp Account", ACCOUNT, force=True, ignore_permissions=True)
+	frappe.db.commit()
+	accounts.clear_account_cache()
+	removed = remove_jobs()
+	print(f"cleanup: removed the account, stored messages and {removed} queued processing jobs")
+
+
+def remove_jobs() -> int:
+	# No worker runs during the benchmark: drop the jobs its deliveries queued.
+	from frappe.utils.background_jobs import get_queue
+	from rq.job import Job
+
+	queue = get_queue("short")
+	removed = 0
+	ids = queue.get_job_ids()
+	for start in range(0, len(ids), 500):
+		for job in Job.fetch_many(ids[start : start + 500], connection=queue.connection):
+			if job is None:
+				continue
+			kwargs = (job.kwargs or {}).get("kwargs") or {}
+			if any(str(w).startswith(WAMID_PREFIX) for w in kwargs.get("wamids") or ()):
+				queue.remove(job)
+				job.delete()
+				removed += 1
+	return removed
+
+
+def delivery(n: int) -> tuple[str, bytes]:
+	wamid = f"{WAMID_PREFIX}{os.getpid()}.{n}"
+	number = f"1555099{n % 10000:04d}"
+	body = {
+		"object": "whatsapp_business_account",
+		"entry": [
+			{
+				"id": "900000000000000",
+				"changes": [
+					{
+						"field": "messages",
+						"value": {
+							"messaging_product": "whatsapp",
+							"metadata": {
+								"display_phone_number": "15550000001",
+								"phone_number_id": PHONE_NUMBER_ID,
+							},
+							"contacts": [{"profile": {"name": "Bench"}, "wa_id": number}],
+							"messages": [
+								{
+									"from": number,
+									"id": wamid,
+									"timestamp": str(int(time.time())),
+									"type": "text",
+									"text": {"body": f"benchmark {n}"},
+								}
+							],
+						},
+					}
+				],
+			}
+		],
+	}
+	return wamid, json.dumps(body).encode()
+
+
+def start_server(port: int) -> subprocess.Popen:
+	server = subprocess.Popen(
+		[
+			str(BENCH / "env" / "bin" / "gunicorn"),
+			"-b",
+			f"127.0.0.1:{port}",
+			"-w",
+			str(WORKERS),
+			"--preload",
+			"--log-level",
+			"warning",
+			"frappe.app:application",
+		],
+		cwd=str(BENCH / "sites"),
+		stdout=subprocess.DEVNULL,
+		stderr=subprocess.PIPE,
+	)
+	deadline = time.time() + 60
+	while time.time() < deadline:
+		try:
+			if requests.get(f"http://127.0.0.1:{port}{PING}", headers={"Host": SITE}, timeout=2).ok:
+				return server
+		except requests.RequestException:
+			time.sleep(0.3)
+	server.kill()
+	raise SystemExit("gunicorn did not answer /api/method/ping within 60 s")
+
+
+def load(url: str, make_request, seconds: float) -> tuple[int, list[float], list[str], int]:
+	"""Drive `make_request(session, n)` from CONCURRENCY threads; (count, latencies, acked, errors)."""
+	deadline = time.perf_counter() + seconds
+	counter = iter(range(10**12))
+	lock = threading.Lock()
+	latencies: list[float] = []
+	acked: list[str] = []
+	errors = [0]
+
+	def worker() -> None:
+		session = requests.Session()
+		mine: list[float] = []
+		ok: list[str] = []
+		bad = 0
+		while time.perf_counter() < deadline:
+			with lock:
+				n = next(counter)
+			started = time.perf_counter()
+			try:
+				status, key = make_request(session, n)
+			except requests.RequestException:
+				status, key = 0, None
+			mine.append(time.perf_counter() - started)
+			if status == 200:
+				if key:
+					ok.append(key)
+			else:
+				bad += 1
+		with lock:
+			latencies.extend(mine)
+			acked.extend(ok)
+			errors[0] += bad
+
+	with ThreadPoolExecutor(CONCURRENCY) as pool:
+		for _ in range(CONCURRENCY):
+			pool.submit(worker)
+	return len(latencies), latencies, acked, errors[0]
+
+
+def p95(values: list[float]) -> float:
+	ordered = sorted(values)
+	return ordered[int(0.95 * (len(ordered) - 1))] * 1000 if ordered else 0.0
+
+
+def main() -> None:
+	connect()
+	setup_account()
+	port = free_port()
+	base = f"http://127.0.0.1:{port}"
+	server = start_server(port)
+	try:
+
+		def post_delivery(session: requests.Session, n: int):
+			wamid, raw = delivery(n)
+			headers = {
+				"Host": SITE,
+				"Content-Type": "application/json",
+				"X-Hub-Signature-256": sign(raw, APP_SECRET),
+			}
+			response = session.post(base + WEBHOOK, data=raw, headers=headers, timeout=30)
+			return response.status_code, wamid
+
+		def get_ping(session: requests.Session, n: int):
+			response = session.get(base + PING, headers={"Host": SITE}, timeout=30)
+			return response.status_code, None
+
+		load(base, post_delivery, min(3.0, DURATION / 10))  # warm-up: imports, caches, connections
+		load(base, get_ping, min(3.0, DURATION / 10))
+		hooks, hook_latencies, acked, hook_errors = load(base, post_delivery, DURATION)
+		pings, ping_latencies, _, ping_errors = load(base, get_ping, DURATION)
+	finally:
+		server.terminate()
+		try:
+			server.wait(timeout=20)
+		except subprocess.TimeoutExpired:
+			server.kill()
+
+	frappe.db.rollback()
+	stored = 0
+	for start in range(0, len(acked), 1000):
+		stored += frappe.db.count("WhatsApp Message", {"wamid": ("in", acked[start : start + 1000])})
+	lost = len(acked) - stored
+	webhook_rps = hooks / DURATION
+	ping_rps = pings / DURATION
+	print(f"site {SITE} on gunicorn -w {WORKERS}, {CONCURRENCY} concurrent clients, {DURATION:g} s each")
+	print(
+		f"webhook: {hooks} requests, {len(acked)} acknowledged, {hook_errors} errors, p50 {p50(hook_latencies):.1f} ms, p95 {p95(hook_latencies):.1f} ms"
+	)
+	print(
+		f"ping:    {pings} requests, {ping_errors} errors, p50 {p50(ping_latencies):.1f} ms, p95 {p95(ping_latencies):.1f} ms"
+	)
+	cleanup()
+	ratio = webhook_rps / ping_rps if ping_rps else 0.0
+	print(
+		f"webhook_rps={webhook_rps:.1f} ping_rps={ping_rps:.1f} ratio={ratio:.2f} "
+		f"p95_ms={p95(hook_latencies):.1f} lost={lost}"
+	)
+
+
+def p50(values: list[float]) -> float:
+	ordered = sorted(values)
+	return ordered[len(ordered) // 2] * 1000 if ordered else 0.0
+
+
+if __name__ == "__main__":
+	try:
+		main()
+	finally:
+		frappe.destroy()

@@ -1,0 +1,154 @@
+"""The webhook through Frappe's real request path (WSGI app, guest, raw body, signature header).
+
+Requests run in their own thread and database connection, as Meta's would, so the account
+is committed here and everything the requests stored is removed in tearDownClass. The
+processing job they enqueue (no worker runs in tests) is run here directly, then removed
+from the queue.
+"""
+
+from __future__ import annotations
+
+import json
+
+import frappe
+from frappe.tests.test_api import make_request
+from frappe.tests.utils import FrappeTestCase
+from frappe.utils import get_test_client
+from frappe.utils.background_jobs import get_queue
+
+from flow_automation.channels.whatsapp import FakeGraphAPI
+from flow_automation.tests.whatsapp_utils import (
+	SAMPLES,
+	TOKEN,
+	VERIFY_TOKEN,
+	inbound_message,
+	make_account,
+	signed,
+	status_update,
+)
+from flow_automation.whatsapp import accounts, inbound
+
+URL = "/api/method/flow_automation.whatsapp.api.webhook"
+NUMBER = "+16505550199"
+ACCOUNT = "WA Webhook Test"
+JOB = "flow_automation.whatsapp.inbound.process_delivery"
+
+
+class TestWebhookRequests(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		cls.client = get_test_client(use_cookies=False)
+		cls.graph = FakeGraphAPI(access_token=TOKEN).start()
+		make_account(cls.graph, ACCOUNT)
+		frappe.db.commit()
+		cls.wamids: list[str] = []
+
+	@classmethod
+	def tearDownClass(cls):
+		frappe.db.rollback()
+		frappe.db.delete("WhatsApp Message", {"contact_number": NUMBER})
+		frappe.db.delete("WhatsApp Message", {"wamid": ("in", cls.wamids or ["-"])})
+		frappe.db.delete("WhatsApp Conversation", {"name": NUMBER})
+		frappe.delete_doc("WhatsApp Account", ACCOUNT, force=True, ignore_permissions=True)
+		frappe.db.commit()
+		accounts.clear_account_cache()
+		_remove_jobs(cls.wamids)
+		cls.graph.stop()
+		super().tearDownClass()
+
+	def get(self, query: str):
+		return make_request(target=self.client.get, args=(f"{URL}?{query}",))
+
+	def post(self, raw: bytes, signature: str | None, content_type: str = "application/json"):
+		headers = {"Content-Type": content_type}
+		if signature:
+			headers["X-Hub-Signature-256"] = signature
+		return make_request(target=self.client.post, args=(URL,), kwargs={"data": raw, "headers": headers})
+
+	def message(self, text: str) -> tuple[dict, str]:
+		body = inbound_message(text, number=NUMBER)
+		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+		self.wamids.append(message_id)
+		return body, message_id
+
+	def stored(self, message_id: str) -> int:
+		frappe.db.rollback()  # see what the request's own connection committed
+		return frappe.db.count("WhatsApp Message", {"wamid": message_id})
+
+	def test_subscription_handshake(self):
+		ok = self.get(f"hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1158201444")
+		self.assertEqual(ok.status_code, 200)
+		self.assertEqual(ok.get_data(as_text=True), "1158201444")
+		self.assertTrue(ok.headers["Content-Type"].startswith("text/plain"))
+		for query in (
+			"hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+			f"hub.mode=unsubscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1",
+			"hub.challenge=1",
+			f"hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=<script>",
+		):
+			with self.subTest(query=query):
+				self.assertEqual(self.get(query).status_code, 403)
+
+	def test_signed_delivery_is_stored_once_and_acknowledged(self):
+		body, message_id = self.message("hello from the request path")
+		raw, signature = signed(body)
+		response = self.post(raw, signature)
+		self.assertEqual((response.status_code, response.get_data(as_text=True)), (200, "OK"))
+		self.assertEqual(self.stored(message_id), 1)
+		self.assertEqual(self.post(raw, signature).status_code, 200)  # Meta redelivers
+		self.assertEqual(self.stored(message_id), 1)
+		row = frappe.db.get_value(
+			"WhatsApp Message", {"wamid": message_id}, ["processing_status", "account"], as_dict=True
+		)
+		self.assertEqual((row.processing_status, row.account), ("Pending", ACCOUNT))
+		self.assertTrue(_queued_jobs([message_id]))
+		inbound.process_delivery(wamids=[message_id])  # what the worker does with that job
+		self.assertEqual(
+			frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, "processing_status"), "Done"
+		)
+		self.assertTrue(frappe.db.get_value("WhatsApp Conversation", NUMBER, "last_inbound_at"))
+
+	def test_bad_or_missing_signatures_get_403_and_store_nothing(self):
+		body, message_id = self.message("forged")
+		raw, signature = signed(body)
+		self.assertEqual(self.post(raw, None).status_code, 403)
+		self.assertEqual(self.post(raw, "sha256=" + "f" * 64).status_code, 403)
+		self.assertEqual(self.post(raw + b" ", signature).status_code, 403)  # the bytes changed
+		self.assertEqual(self.stored(message_id), 0)
+
+	def test_malformed_but_signed_bodies_are_acknowledged_never_500(self):
+		for raw in ((SAMPLES / "malformed_signed.json").read_bytes(), b"[]", b'{"object": 1}', b""):
+			with self.subTest(raw=raw[:20]):
+				self.assertEqual(self.post(raw, signed(raw)[1]).status_code, 200)
+		# Frappe itself parses an application/json body before any app code runs, so a body
+		# that is not JSON at all can only reach the endpoint under another content type.
+		self.assertEqual(self.post(b"{not json", signed(b"{not json")[1], "text/plain").status_code, 200)
+		self.wamids.extend(["wamid.MALFORMED.BADTS", "wamid.MALFORMED.NOBODY"])
+		self.assertEqual(self.stored("wamid.MALFORMED.BADTS"), 1)
+
+	def test_statuses_for_unknown_wamids_are_ignored(self):
+		raw, signature = signed(status_update("wamid.UNKNOWN.TO.US", "read", recipient=NUMBER))
+		self.assertEqual(self.post(raw, signature).status_code, 200)
+		self.assertEqual(self.stored("wamid.UNKNOWN.TO.US"), 0)
+
+	def test_non_ascii_escaped_sample_verifies_over_the_raw_bytes(self):
+		raw = (SAMPLES / "inbound_text_non_ascii_escaped.json").read_bytes()
+		message_id = json.loads(raw)["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+		self.wamids.append(message_id)
+		self.assertEqual(self.post(raw, signed(raw)[1]).status_code, 200)
+		self.assertEqual(self.stored(message_id), 1)
+
+
+def _queued_jobs(wamids: list[str]) -> list:
+	found = []
+	for job in get_queue("short").jobs:
+		kwargs = (job.kwargs or {}).get("kwargs") or {}
+		if (job.kwargs or {}).get("method") == JOB and set(kwargs.get("wamids") or ()) & set(wamids):
+			found.append(job)
+	return found
+
+
+def _remove_jobs(wamids: list[str]) -> None:
+	for job in _queued_jobs(wamids):
+		job.delete()

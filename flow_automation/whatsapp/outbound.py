@@ -1,0 +1,413 @@
+"""Sending one WhatsApp message from a flow step, exactly once.
+
+`send` is shared by the `send_whatsapp` step, the `ask` question and its re-asks. In order:
+normalise the recipient, choose the account, return an earlier send with the same
+idempotency key, refuse opted-out / undeliverable / unknown contacts, check the 24-hour
+window (or switch to the fallback template), apply the dedup window, build the message
+(Meta's limits), store a Queued WhatsApp Message row, wait for a turn (Redis pacing), send,
+and store the wamid.
+
+Exactly once: the row is keyed by the step's idempotency key (`{run}:{step}:{attempt
+group}`), and the moment Meta accepts a message its wamid is also written to Redis under
+that key, which survives a rolled-back transaction. A retried or re-advanced step finds
+either and returns the earlier send without calling Meta. A POST that may have reached
+Meta (a timeout after writing) is never retried automatically.
+
+Errors come back as `Outcome.failed` rather than exceptions, so the Failed message row and
+the conversation flags written on the way stay (the runtime rolls back a step's savepoint
+only when its handler raises).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import frappe
+from frappe.utils import add_to_date, get_datetime, now_datetime
+
+from flow_automation.channels.whatsapp import (
+	InvalidPhoneNumber,
+	MessageValidationError,
+	TransportError,
+	UndeliverableError,
+	WhatsAppError,
+	WindowClosedError,
+	normalize_number,
+	window_problem,
+)
+from flow_automation.channels.whatsapp.status import to_frappe_status
+from flow_automation.engine.outcome import Outcome, StepError
+from flow_automation.engine.whatsapp_kinds import (
+	content_fingerprint,
+	dedup_minutes,
+	fallback_payload,
+	media_type_of,
+	message_body,
+	send_mode,
+)
+from flow_automation.whatsapp import accounts, conversations, pacing
+
+MESSAGE = "WhatsApp Message"
+SENT_MARKER_SECONDS = 14 * 24 * 3600
+
+
+class Delivery:
+	"""Where a send comes from: its idempotency key, run, step and document, and dry-run mode."""
+
+	def __init__(
+		self,
+		key: str,
+		*,
+		run: str | None = None,
+		step_id: str | None = None,
+		reference_doctype: str | None = None,
+		reference_name: str | None = None,
+		now: dt.datetime | None = None,
+		dry_run: bool = False,
+		record: Callable[..., None] | None = None,
+		to_opted_out: bool = False,
+	):
+		self.key = key
+		self.run = run
+		self.step_id = step_id
+		self.reference_doctype = reference_doctype
+		self.reference_name = reference_name
+		self.now = now or now_datetime()
+		self.dry_run = dry_run
+		self.record = record
+		# Only the confirmation of an opt-out itself may reach a contact who opted out.
+		self.to_opted_out = to_opted_out
+
+	@property
+	def callback_data(self) -> str | None:
+		# Echoed back in status webhooks: which run and step a delivery report belongs to.
+		return f"run={self.run};step={self.step_id}" if self.run and self.step_id else None
+
+
+def _marker_key(key: str) -> str:
+	return f"flow_automation:whatsapp:sent:{key}"
+
+
+def recipient(raw: Any, explicit_account: str | None) -> str:
+	"""The E.164 number of a rendered `to` (national numbers read with the account's country)."""
+	region = None
+	info = accounts.account_info(explicit_account) if explicit_account else accounts.default_account()
+	if info:
+		region = info.get("default_country") or None
+	try:
+		return normalize_number(str(raw or ""), region)
+	except InvalidPhoneNumber as e:
+		raise StepError(f"to: {e}", retryable=False)
+
+
+def earlier_send(key: str) -> dict[str, Any] | None:
+	"""The output of a send already made under this idempotency key (row, else Redis marker)."""
+	row = frappe.db.get_value(
+		MESSAGE,
+		{"idempotency_key": key},
+		["name", "wamid", "account", "contact_number", "message_type", "template", "status"],
+		as_dict=True,
+	)
+	if row and row.wamid:
+		return {
+			"wamid": row.wamid,
+			"to": row.contact_number,
+			"account": row.account,
+			"message": row.name,
+			"mode": row.message_type,
+			"status": row.status.lower(),
+			"already_sent": True,
+		}
+	# expires=True: read Redis itself, not a request-local copy taken before the send
+	marker = frappe.cache.get_value(_marker_key(key), expires=True)
+	if marker:
+		return {**marker, "already_sent": True}
+	return None
+
+
+def known_contact(number: str) -> str | None:
+	"""The Contact that has this number (any common spelling), or None."""
+	from flow_automation.channels.whatsapp import same_number
+
+	digits = number.lstrip("+")
+	tail = digits[-8:]
+	candidates = frappe.db.sql(
+		"""
+		select parent, phone from `tabContact Phone`
+		where parenttype = 'Contact' and regexp_replace(phone, '[^0-9]', '') like %s
+		limit 20
+		""",
+		(f"%{tail}",),
+		as_dict=True,
+	)  # raw SQL: numbers are stored in every spelling; compare the digits' tail, then exactly
+	for row in candidates:
+		if same_number(row.phone, number):
+			return row.parent
+	return None
+
+
+def _dedup_key(account: str, to: str, payload: Mapping[str, Any], delivery: Delivery) -> str:
+	parts = [account, to, content_fingerprint(payload), delivery.reference_doctype, delivery.reference_name]
+	return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _duplicate(dedup_key: str, minutes: float, now: dt.datetime) -> frappe._dict | None:
+	return frappe.db.get_value(
+		MESSAGE,
+		{
+			"dedup_key": dedup_key,
+			"creation": (">=", add_to_date(now, minutes=-minutes)),
+			"status": ("!=", "Failed"),
+			"direction": "Outbound",
+		},
+		["name", "wamid", "status", "run"],
+		as_dict=True,
+	)
+
+
+def _template_problem(account: str, name: str, language: str) -> str | None:
+	"""Why a template cannot be sent, judged by the synced WhatsApp Templates (None if unknown)."""
+	if not frappe.db.exists("WhatsApp Template", {"account": account}):
+		return None  # never synced: let Meta judge
+	status = frappe.db.get_value(
+		"WhatsApp Template", {"account": account, "template_name": name, "language": language}, "status"
+	)
+	if status is None:
+		return f"template {name!r} in language {language!r} is not among {account}'s synced templates"
+	if status.upper() != "APPROVED":
+		return f"template {name!r} ({language}) is {status}, not APPROVED"
+	return None
+
+
+def _upload_file(client: Any, file_ref: str) -> tuple[str, str]:
+	"""Upload a File of this site to Meta; returns (media id, file name)."""
+	filters = {"file_url": file_ref} if file_ref.startswith("/") else {"name": file_ref}
+	name = frappe.db.get_value("File", filters, "name")
+	if not name:
+		raise StepError(f"file: no File {file_ref!r} in this site", retryable=False)
+	file = frappe.get_doc("File", name)
+	content = file.get_content()
+	if isinstance(content, str):
+		content = content.encode()
+	import mimetypes
+
+	mime = mimetypes.guess_type(file.file_name or "")[0] or "application/octet-stream"
+	return client.upload_media(content, mime, file.file_name or "file"), file.file_name
+
+
+def send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Outcome:
+	"""Send a rendered `send_whatsapp` payload once; its output, or a failed Outcome."""
+	explicit = payload.get("account") or None
+	to = recipient(payload.get("to"), explicit)
+	previous = earlier_send(delivery.key)
+	if previous:
+		return previous
+	conversation = conversations.get(to)
+	account = accounts.choose_account(explicit, conversation.account if conversation else None)
+	if conversation and conversation.opted_out and not delivery.to_opted_out:
+		raise StepError(f"{to} opted out of WhatsApp messages; nothing was sent", retryable=False)
+	if conversation and conversation.undeliverable:
+		raise StepError(
+			f"{to} is marked undeliverable (WhatsApp error 131026) until the contact writes again; "
+			"nothing was sent",
+			retryable=False,
+		)
+	if payload.get("only_known_contacts") and not known_contact(to):
+		raise StepError(
+			f"{to} belongs to no Contact and the step sends only to known contacts", retryable=False
+		)
+
+	fallback = False
+	mode = send_mode(payload)
+	if mode != "template" and not conversations.is_window_open(conversation, account["name"], delivery.now):
+		replacement = fallback_payload(payload)
+		if replacement is None:
+			last = (
+				get_datetime(conversation.last_inbound_at)
+				if conversation and conversation.last_inbound_at
+				else None
+			)
+			raise StepError(
+				window_problem(mode, last, delivery.now) or "the 24-hour window is closed",
+				retryable=False,
+				code=131047,
+			)
+		payload, fallback, mode = replacement, True, "template"
+
+	minutes = dedup_minutes(payload)
+	dedup_key = _dedup_key(account["name"], to, payload, delivery) if minutes else None
+	if dedup_key:
+		duplicate = _duplicate(dedup_key, minutes, delivery.now)
+		if duplicate:
+			return {
+				"wamid": duplicate.wamid,
+				"to": to,
+				"account": account["name"],
+				"message": duplicate.name,
+				"mode": mode,
+				"status": (duplicate.status or "").lower(),
+				"deduplicated": True,
+				"duplicate_of_run": duplicate.run,
+			}
+
+	language = None
+	if mode == "template":
+		language = payload.get("language") or (conversation.language if conversation else None) or "en"
+		problem = _template_problem(account["name"], payload.get("template") or "", language)
+		if problem:
+			raise StepError(problem, retryable=False)
+
+	if delivery.dry_run:
+		body = _build(payload, to, language, None, delivery)
+		if delivery.record:
+			delivery.record("whatsapp", to=to, account=account["name"], message=body, fallback=fallback)
+		return {"to": to, "account": account["name"], "mode": mode, "dry_run": True, "fallback": fallback}
+
+	with accounts.client_for(account) as client:
+		media_id = None
+		if payload.get("file") and media_type_of(payload):
+			try:
+				media_id, _ = _upload_file(client, str(payload["file"]))
+			except WhatsAppError as e:
+				raise StepError(f"file: upload to WhatsApp failed: {e}", retryable=e.retryable)
+		body = _build(payload, to, language, media_id, delivery)
+		row = _queued_row(body, payload, to, account["name"], mode, language, dedup_key, delivery)
+		pacing.wait_for_turn(
+			account["phone_number_id"],
+			to,
+			per_second=int(account.get("messages_per_second") or 80),
+			gap_seconds=float(account.get("recipient_gap_seconds") or 0),
+		)
+		try:
+			result = client.send(body)
+		except WindowClosedError as e:
+			replacement = None if fallback else fallback_payload(payload)
+			if replacement is None:
+				return _failed(row, e, to)
+			# Meta knows better than our window (e.g. the contact wrote to another number)
+			payload, fallback, mode = replacement, True, "template"
+			language = payload.get("language") or (conversation.language if conversation else None) or "en"
+			body = _build(payload, to, language, None, delivery)
+			_update_row(
+				row,
+				{
+					"message_type": "template",
+					"template": payload.get("template"),
+					"template_language": language,
+					"payload": _json(body),
+				},
+			)
+			try:
+				result = client.send(body)
+			except WhatsAppError as again:
+				return _failed(row, again, to)
+		except WhatsAppError as e:
+			return _failed(row, e, to)
+
+	output = {
+		"wamid": result.wamid,
+		"to": to,
+		"account": account["name"],
+		"message": row,
+		"mode": mode,
+		"status": "sent",
+		"deduplicated": False,
+		"fallback": fallback,
+	}
+	if mode == "template":
+		output.update(template=payload.get("template"), language=language)
+	frappe.cache.set_value(
+		_marker_key(delivery.key),
+		{k: output[k] for k in ("wamid", "to", "account", "message", "mode", "status")},
+		expires_in_sec=SENT_MARKER_SECONDS,
+	)
+	_update_row(row, {"wamid": result.wamid, "status": to_frappe_status("sent"), "sent_at": now_datetime()})
+	if conversation is None:
+		conversations.ensure(to, account=account["name"])
+	conversations.update(to, {"last_outbound_at": now_datetime()})
+	return output
+
+
+def _build(
+	payload: Mapping[str, Any], to: str, language: str | None, media_id: str | None, delivery: Delivery
+) -> dict[str, Any]:
+	try:
+		return message_body(
+			payload, to, language=language, media_id=media_id, callback_data=delivery.callback_data
+		)
+	except MessageValidationError as e:
+		raise StepError(f"{e.field.lstrip('/') or 'payload'}: {e.message}", retryable=False)
+
+
+def _json(value: Any) -> str:
+	return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _queued_row(
+	body: Mapping[str, Any],
+	payload: Mapping[str, Any],
+	to: str,
+	account: str,
+	mode: str,
+	language: str | None,
+	dedup_key: str | None,
+	delivery: Delivery,
+) -> str:
+	"""The Queued row for this send (reused when a failed attempt is retried)."""
+	values = {
+		"direction": "Outbound",
+		"status": "Queued",
+		"message_type": mode,
+		"account": account,
+		"contact_number": to,
+		"body": payload.get("text") or payload.get("caption"),
+		"template": payload.get("template") if mode == "template" else None,
+		"template_language": language,
+		"dedup_key": dedup_key,
+		"run": delivery.run,
+		"step_id": delivery.step_id,
+		"reference_doctype": delivery.reference_doctype,
+		"reference_name": delivery.reference_name,
+		"payload": _json(body),
+		"error_code": 0,
+		"error_title": None,
+		"error_details": None,
+		"failed_at": None,
+	}
+	existing = frappe.db.get_value(MESSAGE, {"idempotency_key": delivery.key}, "name")
+	if existing:
+		_update_row(existing, values)
+		return existing
+	doc = frappe.get_doc({"doctype": MESSAGE, "idempotency_key": delivery.key, **values})
+	doc.insert(ignore_permissions=True)
+	return doc.name
+
+
+def _update_row(name: str, values: dict[str, Any]) -> None:
+	frappe.db.set_value(MESSAGE, name, values, update_modified=True)
+
+
+def _failed(row: str, error: WhatsAppError, to: str) -> Outcome:
+	"""Store Meta's error on the row and turn it into a failed step outcome."""
+	_update_row(
+		row,
+		{
+			"status": "Failed",
+			"failed_at": now_datetime(),
+			"error_code": error.code or 0,
+			"error_title": (error.title or type(error).__name__)[:140],
+			"error_details": str(error)[:1000],
+		},
+	)
+	if isinstance(error, UndeliverableError):
+		conversations.mark_undeliverable(to)
+	retryable = error.retryable
+	message = str(error)
+	if isinstance(error, TransportError) and error.maybe_sent:
+		retryable = False  # it may have reached Meta: a blind retry could deliver it twice
+		message += " — the message may have been sent; check WhatsApp before retrying the step"
+	return Outcome.failed(f"WhatsApp refused the message: {message}", retryable=retryable)
