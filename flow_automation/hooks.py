@@ -24,7 +24,11 @@ default_log_clearing_doctypes = {
 
 scheduler_events = {
 	"cron": {
-		"* * * * *": ["flow_automation.scheduler.every_minute"],
+		"* * * * *": [
+			"flow_automation.scheduler.every_minute",
+			# inbound WhatsApp rows a lost job left unprocessed (the webhook's outbox)
+			"flow_automation.whatsapp.inbound.drain",
+		],
 	},
 }
 
@@ -44,7 +48,3 @@ boot_session = "flow_automation.triggers.boot_session"
 
 # A run refers to its document; that must not stop anyone from deleting the document.
 ignore_links_on_delete = ["Flow Run", "Flow Step Log"]
-
-# --- WhatsApp ---
-# Inbound rows a lost job left unprocessed are drained every minute (the webhook's outbox).
-scheduler_events["cron"]["* * * * *"].append("flow_automation.whatsapp.inbound.drain")

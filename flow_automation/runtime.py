@@ -234,12 +234,8 @@ class FrappeHost:
 		handler = get_handler(step.kind)
 		if handler is None:
 			return Outcome.failed(f"no handler is installed for step kind '{step.kind}'", retryable=False)
-		entry = (context.get("steps") or {}).get(step.id) or {}
-		group = (
-			(json.loads(self.run.step_state or "{}").get(step.id) or {}).get("attempt_group", 1)
-			if not entry
-			else 1
-		)
+		# a manual retry starts a new attempt group: a new key, so the side effect happens again
+		group = ((context.get("steps") or {}).get(step.id) or {}).get("attempt_group") or 1
 		call = StepCall(
 			run=self.run,
 			step=step,

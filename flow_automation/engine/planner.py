@@ -308,7 +308,7 @@ def default_max_waves(definition: Definition) -> int:
 class _StepsView(Mapping):
 	"""`steps.<id>.output` for templates: a live read-only view, built on access, not per step."""
 
-	_FIELDS = ("status", "output", "branch", "error")
+	_FIELDS = ("status", "output", "branch", "error", "attempt", "attempt_group")
 
 	def __init__(self, state: Mapping[str, Mapping[str, Any]]):
 		self._state = state

@@ -64,6 +64,7 @@ def perform_effect(host: Any, step: Step, effect: Mapping[str, Any], context: Ma
 	handler = get_handler(f"{step.kind}:{effect.get('type')}")
 	if handler is None:
 		raise ValueError(f"no handler for effect {effect.get('type')!r} of step kind {step.kind!r}")
-	handler(
-		StepCall(host.run, step, effect, context, 0, f"{host.run.name}:{step.id}:effect", host.dry_run, host)
-	)
+	group = ((context.get("steps") or {}).get(step.id) or {}).get("attempt_group") or 1
+	# each effect names itself (`key`, e.g. the re-ask number): one key per distinct effect
+	key = f"{host.run.name}:{step.id}:{group}:{effect.get('type')}:{effect.get('key') or ''}"
+	handler(StepCall(host.run, step, effect, context, 0, key, host.dry_run, host))

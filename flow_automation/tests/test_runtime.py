@@ -319,6 +319,17 @@ class TestWebhookStep(FlowTestCase):
 		self.assertEqual(keys, [f"{run}:crm:1", f"{run}:crm:1"])
 		self.assertEqual([(l.attempt, l.status) for l in logs(run)], [(1, "Failed"), (2, "Success")])
 
+	def test_a_manual_retry_sends_a_new_idempotency_key(self):
+		with RecordingServer() as server, site_config(flow_automation_allow_private_webhook_targets=1):
+			server.responses += [(422, {"error": "bad"}), (200, {"ok": True})]
+			template = make_template([{"id": "crm", "kind": "webhook", "payload": {"url": server.url}}])
+			run = start(template)
+			self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")
+			runtime.retry_steps(run, ["crm"])
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed")
+		keys = [r["headers"]["Idempotency-Key"] for r in server.requests]
+		self.assertEqual(keys, [f"{run}:crm:1", f"{run}:crm:2"])
+
 	def test_client_errors_do_not_retry(self):
 		with RecordingServer() as server, site_config(flow_automation_allow_private_webhook_targets=1):
 			server.responses.append((422, {"error": "bad"}))

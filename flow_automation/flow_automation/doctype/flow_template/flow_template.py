@@ -94,6 +94,7 @@ class FlowTemplate(Document):
 	# end: auto-generated types
 
 	def validate(self) -> None:
+		self.normalise_time_of_day()
 		self.validate_trigger()
 		self.compile_definition()
 
@@ -148,6 +149,13 @@ class FlowTemplate(Document):
 		)
 
 	# --- validation ------------------------------------------------------------------------
+	def normalise_time_of_day(self) -> None:
+		# Whole minutes (the cron fires per minute). Desk also stamps new Time fields with the
+		# current time, seconds and microseconds; the form's Time control drops the seconds on
+		# load, and a stored value with seconds would open as modified.
+		if self.time_of_day:
+			self.time_of_day = frappe.utils.get_time(self.time_of_day).strftime("%H:%M:00")
+
 	def validate_trigger(self) -> None:
 		if self.trigger_condition:
 			from flow_automation.engine.conditions import check_condition
@@ -353,7 +361,11 @@ _TRIGGER_EXPORT_FIELDS = {
 	"Named Event": {"event_pattern": "event_pattern"},
 	"Schedule": {"cron": "cron_expression", "doctype": "reference_doctype"},
 	"Webhook": {},
-	"WhatsApp Message": {"match": "whatsapp_match", "priority": "whatsapp_priority"},
+	"WhatsApp Message": {
+		"match": "whatsapp_match",
+		"priority": "whatsapp_priority",
+		"account": "whatsapp_account",
+	},
 }
 
 
