@@ -20,6 +20,7 @@ default_log_clearing_doctypes = {
 	"Flow Step Log": 30,
 	"Flow Run": 90,
 	"Flow Step Pending": 7,
+	"WhatsApp Message": 180,
 }
 
 scheduler_events = {

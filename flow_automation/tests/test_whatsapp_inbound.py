@@ -142,6 +142,22 @@ class TestStatuses(WhatsAppTestCase):
 		self.assertEqual(deliver(status_update("wamid.NOT.OURS", "delivered")), (200, "OK"))
 		self.assertFalse(frappe.db.exists("WhatsApp Message", {"wamid": "wamid.NOT.OURS"}))
 
+	def test_a_status_that_beats_the_sends_commit_is_applied_when_it_commits(self):
+		from flow_automation.whatsapp import inbound
+
+		_, message_id = send_run(self.template)
+		early = message_id + ".early"
+		# Meta reports a failure for a message whose send has not committed yet
+		self.assertEqual(deliver(status_update(early, "failed", code=131026)), (200, "OK"))
+		row = frappe.copy_doc(frappe.get_doc("WhatsApp Message", message_row(message_id).name))
+		row.update({"wamid": early, "idempotency_key": early, "status": "Sent", "error_code": 0})
+		row.insert(ignore_permissions=True)  # ...and now it has
+		inbound.after_send(early)
+		self.assertEqual(self.status(early), "Failed")
+		self.assertEqual(message_row(early).error_code, 131026)
+		self.assertEqual(conversation().undeliverable, 1)
+		self.assertIsNone(frappe.cache.get_value(inbound._early_key(early), expires=True))
+
 	def test_template_status_updates_reach_synced_templates(self):
 		frappe.get_doc(
 			{

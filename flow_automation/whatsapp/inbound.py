@@ -78,6 +78,7 @@ _STATUS_TIME_FIELD = {
 	"failed": "failed_at",
 }
 DRAIN_GRACE_SECONDS = 60
+EARLY_STATUS_SECONDS = 3600
 STUCK_PROCESSING_MINUTES = 15
 DRAIN_BATCH = 500
 MAX_MEDIA_BYTES = 100 * 1024 * 1024
@@ -251,19 +252,26 @@ def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) ->
 
 
 def store_statuses(statuses: list[StatusUpdate]) -> list[str]:
-	"""Move each known message's status forward; returns wamids whose failure needs handling."""
+	"""Move each known message's status forward; returns wamids whose failure needs handling.
+
+	A status for a wamid we do not know yet may belong to a send whose transaction has not
+	committed (Meta can call back within milliseconds): it is kept in Redis for an hour and
+	applied when that send commits (`apply_early_statuses`). Others are simply ignored.
+	"""
 	failed = []
 	for status in statuses:
-		frappe_status = status.frappe_status
 		time_field = _STATUS_TIME_FIELD.get(status.status)
-		if frappe_status is None or time_field is None:
+		if status.frappe_status is None or time_field is None:
 			continue  # deleted / warning / our own "queued": nothing Meta reports to record
 		values: dict[str, Any] = {
 			"wamid": status.wamid,
-			"status": frappe_status,
+			"status": status.frappe_status,
 			"at": _moment(status.timestamp),
+			"code": None,
+			"title": None,
+			"details": None,
 		}
-		error_sql = ""
+		undeliverable = False
 		if status.status == "failed":
 			error = status.error
 			values.update(
@@ -271,22 +279,72 @@ def store_statuses(statuses: list[StatusUpdate]) -> list[str]:
 				title=(status.error_title or "")[:140] or None,
 				details=(str(error) if error else status.error_details or "")[:1000] or None,
 			)
-			error_sql = ", error_code = %(code)s, error_title = %(title)s, error_details = %(details)s"
-			if isinstance(error, UndeliverableError):
-				failed.append(status.wamid)
-		# Raw SQL: one statement keeps the maximum under Meta's order however callbacks
-		# interleave (FIELD gives each status its rank); an unknown wamid matches no row.
-		frappe.db.sql(
-			f"""
-			update `tabWhatsApp Message`
-			set status = if(field(status, {_STATUS_ORDER}) < field(%(status)s, {_STATUS_ORDER}), %(status)s, status),
-				{time_field} = coalesce({time_field}, %(at)s){error_sql if status.status == "failed" else ""}
-			where wamid = %(wamid)s and direction = 'Outbound'
-				and (%(status)s = 'Failed' or status != 'Failed')
-			""",
-			values,
-		)
+			undeliverable = isinstance(error, UndeliverableError)
+		_apply_status(values, time_field)
+		if not frappe.db.exists(MESSAGE, {"wamid": status.wamid, "direction": "Outbound"}):
+			_stash_early(values, time_field, undeliverable)
+			_apply_status(values, time_field)  # the send may have committed meanwhile
+		if undeliverable:
+			failed.append(status.wamid)
 	return failed
+
+
+def _apply_status(values: Mapping[str, Any], time_field: str) -> None:
+	# Raw SQL: one statement keeps the maximum under Meta's order however callbacks
+	# interleave (FIELD gives each status its rank), and failed stays failed; an unknown
+	# wamid matches no row. Only constants of this module are formatted into it.
+	error_sql = ", error_code = %(code)s, error_title = %(title)s, error_details = %(details)s"
+	frappe.db.sql(
+		f"""
+		update `tabWhatsApp Message`
+		set status = if(field(status, {_STATUS_ORDER}) < field(%(status)s, {_STATUS_ORDER}), %(status)s, status),
+			{time_field} = coalesce({time_field}, %(at)s){error_sql if values["status"] == "Failed" else ""}
+		where wamid = %(wamid)s and direction = 'Outbound'
+			and (%(status)s = 'Failed' or status != 'Failed')
+		""",
+		values,
+	)
+
+
+def _early_key(wamid: str) -> str:
+	return f"flow_automation:whatsapp:early_status:{wamid}"
+
+
+def _stash_early(values: Mapping[str, Any], time_field: str, undeliverable: bool) -> None:
+	key = _early_key(values["wamid"])
+	stash = frappe.cache.get_value(key, expires=True) or []
+	stash.append(
+		{
+			"values": {**values, "at": str(values["at"])},
+			"time_field": time_field,
+			"undeliverable": undeliverable,
+		}
+	)
+	frappe.cache.set_value(key, stash[-10:], expires_in_sec=EARLY_STATUS_SECONDS)
+
+
+def after_send(wamid: str) -> None:
+	"""Called when a send's transaction commits: apply statuses that arrived before it did."""
+	if frappe.cache.get_value(_early_key(wamid), expires=True):
+		frappe.enqueue(
+			"flow_automation.whatsapp.inbound.apply_early_statuses",
+			queue="short",
+			now=frappe.flags.in_test,
+			wamid=wamid,
+		)
+
+
+def apply_early_statuses(wamid: str) -> int:
+	"""Apply the statuses kept for `wamid` while its send was still uncommitted."""
+	key = _early_key(wamid)
+	stash = frappe.cache.get_value(key, expires=True) or []
+	for item in stash:
+		_apply_status(item["values"], item["time_field"])
+		if item.get("undeliverable"):
+			_mark_undeliverable(wamid)
+	frappe.cache.delete_value(key)
+	_commit()
+	return len(stash)
 
 
 # --- the job ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import frappe
@@ -49,7 +50,7 @@ from flow_automation.engine.whatsapp_kinds import (
 	message_body,
 	send_mode,
 )
-from flow_automation.whatsapp import accounts, conversations, pacing
+from flow_automation.whatsapp import accounts, conversations, inbound, pacing
 
 MESSAGE = "WhatsApp Message"
 SENT_MARKER_SECONDS = 14 * 24 * 3600
@@ -326,6 +327,8 @@ def send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Out
 		expires_in_sec=SENT_MARKER_SECONDS,
 	)
 	_update_row(row, {"wamid": result.wamid, "status": to_frappe_status("sent"), "sent_at": now_datetime()})
+	# a delivery report can beat this transaction's commit: pick it up once we commit
+	frappe.db.after_commit.add(partial(inbound.after_send, result.wamid))
 	if conversation is None:
 		conversations.ensure(to, account=account["name"])
 	conversations.update(to, {"last_outbound_at": now_datetime()})

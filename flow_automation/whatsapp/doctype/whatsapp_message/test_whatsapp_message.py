@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import frappe
+from frappe.tests.utils import FrappeTestCase
 
 from flow_automation.tests.whatsapp_utils import WhatsAppTestCase, deliver, inbound_message
 
@@ -32,3 +33,33 @@ class TestWhatsAppMessage(WhatsAppTestCase):
 			{"wamid", "idempotency_key", "dedup_key", "processing_status", "run", "contact_number"} <= indexed
 		)
 		self.assertEqual(frappe.get_meta("WhatsApp Message").autoname, "hash")
+
+
+class TestWhatsAppMessageRetention(FrappeTestCase):
+	def tearDown(self):
+		frappe.db.rollback()
+
+	def test_old_messages_are_cleared_but_unprocessed_inbound_rows_stay(self):
+		from flow_automation.whatsapp.doctype.whatsapp_message.whatsapp_message import WhatsAppMessage
+
+		def message(wamid: str, processing_status: str) -> str:
+			doc = frappe.get_doc(
+				{
+					"doctype": "WhatsApp Message",
+					"direction": "Inbound",
+					"wamid": wamid,
+					"contact_number": "+16505551234",
+					"status": "Received",
+					"processing_status": processing_status,
+				}
+			).insert(ignore_permissions=True)
+			return doc.name
+
+		with self.freeze_time("2025-01-01 00:00:00"):
+			done = message("wamid.retention.done", "Done")
+			pending = message("wamid.retention.pending", "Pending")
+		fresh = message("wamid.retention.fresh", "Done")
+		WhatsAppMessage.clear_old_logs(days=30)
+		self.assertFalse(frappe.db.exists("WhatsApp Message", done))
+		self.assertTrue(frappe.db.exists("WhatsApp Message", pending))
+		self.assertTrue(frappe.db.exists("WhatsApp Message", fresh))

@@ -50,7 +50,19 @@ class WhatsAppMessage(Document):
 		template_language: DF.Data | None
 		wamid: DF.Data | None
 	# end: auto-generated types
-	pass
+
+	@staticmethod
+	def clear_old_logs(days: int = 180) -> None:
+		"""Delete messages older than `days` (Log Settings); inbound rows still to process stay."""
+		from frappe.query_builder import Interval
+		from frappe.query_builder.functions import Now
+
+		table = frappe.qb.DocType("WhatsApp Message")
+		frappe.db.delete(
+			table,
+			filters=(table.modified < (Now() - Interval(days=days)))
+			& (table.processing_status.isnull() | table.processing_status.isin(("", "Done", "Failed"))),
+		)
 
 
 def on_doctype_update() -> None:
