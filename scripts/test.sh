@@ -98,6 +98,15 @@ else
 				|| { red "migrate failed (see /tmp/flow_automation_migrate.log)"; tail -20 /tmp/flow_automation_migrate.log; exit 2; }
 			echo "$schema" > "$marker"
 		fi
+		# the Desk tests drive a real Chromium through Playwright (test-only; skipped loudly if absent)
+		if ! "$bench/env/bin/python" -c "import playwright.sync_api" 2>/dev/null; then
+			"$bench/env/bin/pip" install -q --disable-pip-version-check "playwright==1.65.2" \
+				|| yellow "could not install playwright: the Desk browser tests will be skipped"
+		fi
+		if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+			(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \
+				|| yellow "could not install chromium: the Desk browser tests will be skipped"
+		fi
 		# CI=1: bench run-tests exits 0 on failing tests without it
 		CI=1 frappe_cli --site "$site" run-tests --app flow_automation
 		integration_rc=$?
