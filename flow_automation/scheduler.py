@@ -178,9 +178,9 @@ def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> No
 	for attempt in range(1, DEADLOCK_RETRIES + 1):
 		try:
 			try:
-				advance_run(run, now=now)
+				result = advance_run(run, now=now)
 			except RunNotFound:
-				pass
+				result = None
 			(
 				frappe.qb.update(table)
 				.set(table.status, "Done")
@@ -188,6 +188,8 @@ def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> No
 				.set(table.modified, now_datetime())
 				.where(table.name.isin(pending) & (table.status == "Running"))
 			).run()
+			if result is not None:
+				reschedule_early_rows(run, pending, result)
 			_commit()
 			return
 		except frappe.QueryDeadlockError:
@@ -206,6 +208,24 @@ def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> No
 			).run()
 			_commit()
 			raise
+
+
+def reschedule_early_rows(run: str, fired: list[str], result: Any) -> None:
+	"""A row fired before its step was due by the run's own clock (a row edited by hand, clocks
+	that disagree) must not be spent: put a timer back for every open step that lost its own."""
+	from flow_automation.engine.planner import restored_timers
+	from flow_automation.runtime import add_timers
+
+	table = frappe.qb.DocType("Flow Step Pending")
+	open_rows = (
+		frappe.qb.from_(table)
+		.select(table.step_id)
+		.where((table.run == run) & table.status.isin(("Pending", "Running")))
+		.run(pluck=True)
+	)
+	missing = [t for t in restored_timers(result.step_state) if t.step_id not in open_rows]
+	if missing:
+		add_timers(frappe.get_doc("Flow Run", run), missing)
 
 
 def give_up(rows: list[dict[str, Any]]) -> None:

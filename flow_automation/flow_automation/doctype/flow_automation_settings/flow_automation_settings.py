@@ -32,7 +32,13 @@ class FlowAutomationSettings(Document):
 			self.claim_batch_size = 200
 
 	def on_update(self) -> None:
-		frappe.cache.delete_value(["flow_automation:paused", "flow_automation:settings"])
+		clear_settings_cache()
+		# again after commit: another process may have cached the old values meanwhile
+		frappe.db.after_commit.add(clear_settings_cache)
+
+
+def clear_settings_cache() -> None:
+	frappe.cache.delete_value(["flow_automation:paused", "flow_automation:settings"])
 
 
 def is_paused() -> bool:

@@ -226,3 +226,20 @@ class TestFiringAndBackoff(FrappeTestCase):
 		self.assertTrue(
 			frappe.db.exists("Note", {"title": "Call +91 98765 43210 or mail jane.doe@example.com"})
 		)
+
+	def test_a_row_fired_before_its_step_is_due_is_not_spent(self):
+		template = make_template(
+			[{"id": "nap", "kind": "wait", "trigger": {"type": "after_delay", "hours": 2}, "payload": {}}]
+		)
+		run = runtime.start_run(template.name, advance="now")
+		row = pending(run)[0]
+		# someone pulls the row forward by hand: it fires, but the step is not due yet
+		frappe.db.set_value(
+			"Flow Step Pending", row.name, "trigger_at", add_to_date(now_datetime(), minutes=-1)
+		)
+		run_due()
+		self.assertEqual(frappe.db.get_value("Flow Step Pending", row.name, "status"), "Done")
+		self.assertEqual(step_status(run), {"nap": "scheduled"})
+		again = pending(run)
+		self.assertEqual([p.step_id for p in again], ["nap"])
+		self.assertEqual(again[0].trigger_at, row.trigger_at)  # the step's own due time
