@@ -22,6 +22,7 @@ DEADLOCK_RETRIES = 3
 DEFAULT_LEASE_SECONDS = 1800
 DEFAULT_BATCH = 200
 FIRE_JOB_TIMEOUT = 600  # seconds; the lease must stay longer than this
+RUNS_PER_JOB = 20
 
 
 def _settings() -> dict[str, Any]:
@@ -129,20 +130,23 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 		for row in claimed:
 			if row.attempt <= MAX_CLAIMS:
 				by_run[row.run].append(row.name)
-		for run, names in by_run.items():
-			if inline:
+		if inline:
+			for run, names in by_run.items():
 				fire_due(run, names, now=now)
-			else:
-				frappe.enqueue(
-					"flow_automation.scheduler.fire_due",
-					queue="default",
-					timeout=FIRE_JOB_TIMEOUT,
-					job_id=f"flow_automation:fire:{names[0]}",
-					deduplicate=not frappe.flags.in_test,
-					now=frappe.flags.in_test,
-					run=run,
-					pending=names,
-				)
+			continue
+		# Several runs per job: a worker forks once per job, which costs more than a short advance.
+		batches = list(by_run.items())
+		for start in range(0, len(batches), RUNS_PER_JOB):
+			batch = batches[start : start + RUNS_PER_JOB]
+			frappe.enqueue(
+				"flow_automation.scheduler.fire_due_many",
+				queue="default",
+				timeout=FIRE_JOB_TIMEOUT,
+				job_id=f"flow_automation:fire:{batch[0][1][0]}",
+				deduplicate=not frappe.flags.in_test,
+				now=frappe.flags.in_test,
+				batch=batch,
+			)
 		if len(claimed) < int(_settings().get("claim_batch_size") or DEFAULT_BATCH):
 			break
 	return claimed_total
@@ -163,6 +167,21 @@ def every_minute() -> None:
 	run_due(now)
 	drain_outbox(now)
 	_commit()
+
+
+def fire_due_many(batch: list[tuple[str, list[str]]]) -> None:
+	"""A worker's job: fire several runs' claimed rows, each run in its own transaction.
+
+	One run's failure is logged and leaves its rows to the lease; the others still fire.
+	"""
+	for run, pending in batch:
+		try:
+			fire_due(run, pending)
+		except Exception:
+			if frappe.flags.in_test:
+				raise
+			frappe.log_error(title=f"Flow Run {run}: firing due steps failed")
+			frappe.db.commit()
 
 
 def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> None:
