@@ -16,9 +16,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from flow_automation.engine.outcome import Outcome  # noqa: E402
-from flow_automation.engine.planner import advance, plan  # noqa: E402
-from flow_automation.engine.validation import parse_definition  # noqa: E402
+from flow_automation.engine.outcome import Outcome
+from flow_automation.engine.planner import advance, plan
+from flow_automation.engine.validation import parse_definition
 
 BRANCHES = 9
 STEPS_PER_BRANCH = 22  # + a start step and a join: 200 steps
@@ -26,7 +26,9 @@ ROUNDS = 7
 
 
 def build_definition() -> dict:
-	steps: list[dict] = [{"id": "start", "kind": "set_variables", "payload": {"variables": {"started": "yes"}}}]
+	steps: list[dict] = [
+		{"id": "start", "kind": "set_variables", "payload": {"variables": {"started": "yes"}}}
+	]
 	last_of_branch = []
 	for b in range(BRANCHES):
 		previous = "start"
@@ -35,11 +37,16 @@ def build_definition() -> dict:
 			step: dict = {"id": sid, "depends_on": [previous]}
 			kind = i % 4
 			if kind == 0:
-				step.update(kind="set_variables", payload={"variables": {f"v{b}": "{{ doc.name }}-" + str(i)}})
+				step.update(
+					kind="set_variables", payload={"variables": {f"v{b}": "{{ doc.name }}-" + str(i)}}
+				)
 			elif kind == 1:
 				step.update(kind="condition", payload={"field": "doc.total", "op": ">", "value": 10})
 			elif kind == 2:
-				step.update(kind="notify", payload={"to": ["{{ doc.owner }}"], "subject": "Step {{ run.name }} " + sid})
+				step.update(
+					kind="notify",
+					payload={"to": ["{{ doc.owner }}"], "subject": "Step {{ run.name }} " + sid},
+				)
 			else:
 				step.update(kind="wait", payload={})
 			steps.append(step)
@@ -65,7 +72,9 @@ def main() -> None:
 	context = {"doc": {"name": "DOC-1", "total": 42, "owner": "a@example.com"}, "run": {"name": "bench"}}
 	now = dt.datetime(2026, 1, 1)
 	host = NullHost()
-	print(f"flow: {len(definition.steps)} steps: a start, {BRANCHES} parallel branches of {STEPS_PER_BRANCH}, a join")
+	print(
+		f"flow: {len(definition.steps)} steps: a start, {BRANCHES} parallel branches of {STEPS_PER_BRANCH}, a join"
+	)
 
 	# a warm-up run that also checks the flow really completes
 	result = advance(definition, {}, {}, context, now, host, seed="warm")
@@ -84,7 +93,9 @@ def main() -> None:
 			runs += 1
 		elapsed = time.perf_counter() - started
 		rates.append(decisions / elapsed)
-	print(f"advance (waves + rendering + pure kinds): {ROUNDS} rounds of 1 s, decisions/s median {statistics.median(rates):.0f}, min {min(rates):.0f}, max {max(rates):.0f}")
+	print(
+		f"advance (waves + rendering + pure kinds): {ROUNDS} rounds of 1 s, decisions/s median {statistics.median(rates):.0f}, min {min(rates):.0f}, max {max(rates):.0f}"
+	)
 
 	# plan() alone on the state in the middle of a run: the pure decision function
 	half = advance(definition, {}, {}, context, now, host, max_waves=STEPS_PER_BRANCH // 2)
@@ -95,7 +106,9 @@ def main() -> None:
 		decided = plan(definition, state, context, now)
 		calls += 1
 	elapsed = time.perf_counter() - started
-	print(f"plan() alone, mid-run state: {calls / elapsed:.0f} calls/s, {len(decided.decisions)} decisions per call, {calls * len(decided.decisions) / elapsed:.0f} decisions/s")
+	print(
+		f"plan() alone, mid-run state: {calls / elapsed:.0f} calls/s, {len(decided.decisions)} decisions per call, {calls * len(decided.decisions) / elapsed:.0f} decisions/s"
+	)
 	print(f"decisions_per_s={statistics.median(rates):.0f}")
 
 

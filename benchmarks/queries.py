@@ -16,7 +16,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _lead_site import connect, ensure_bench_python  # noqa: E402
+from _site import connect, ensure_bench_python
 
 ensure_bench_python()
 
@@ -40,7 +40,11 @@ def pure_steps() -> list[dict]:
 def note_steps() -> list[dict]:
 	steps = []
 	for i in range(10):
-		step = {"id": f"n{i}", "kind": "create_document", "payload": {"doctype": "Note", "fields": {"title": f"q{i} " + "{{ run.name }}"}}}
+		step = {
+			"id": f"n{i}",
+			"kind": "create_document",
+			"payload": {"doctype": "Note", "fields": {"title": f"q{i} " + "{{ run.name }}"}},
+		}
 		if i:
 			step["depends_on"] = [f"n{i - 1}"]
 		steps.append(step)
@@ -48,8 +52,9 @@ def note_steps() -> list[dict]:
 
 
 def measure(frappe, template: str, todo: str) -> tuple[int, list[str]]:
+	from _site import count_queries
+
 	from flow_automation import runtime
-	from flow_automation.tests.utils import count_queries
 
 	run = runtime.start_run(template, reference_doctype="ToDo", reference_name=todo, advance="none")
 	runtime.load_definition(frappe.db.get_value("Flow Run", run, "template_version"))  # warm cache
@@ -76,7 +81,9 @@ def main() -> None:
 	from flow_automation.tests.utils import make_template
 
 	try:
-		todo = frappe.get_doc({"doctype": "ToDo", "description": "queries benchmark", "status": "Open"}).insert()
+		todo = frappe.get_doc(
+			{"doctype": "ToDo", "description": "queries benchmark", "status": "Open"}
+		).insert()
 		pure = make_template(pure_steps(), name="Benchmark Queries Pure")
 		notes = make_template(note_steps(), name="Benchmark Queries Notes")
 		measure(frappe, pure.name, todo.name)  # warm-up: metadata and caches
@@ -87,10 +94,14 @@ def main() -> None:
 			print(f"    {n:3d}  {key}")
 		measure(frappe, notes.name, todo.name)
 		note_count, note_queries = measure(frappe, notes.name, todo.name)
-		print(f"10 create_document steps, one advance: {note_count} SQL statements ({(note_count - count) / 10:.1f} per Note insert on top)")
+		print(
+			f"10 create_document steps, one advance: {note_count} SQL statements ({(note_count - count) / 10:.1f} per Note insert on top)"
+		)
 		for key, n in list(summarize(note_queries).items())[:8]:
 			print(f"    {n:3d}  {key}")
-		print(f"queries_per_step={count / 10:.1f} run_writes_per_advance={run_writes} queries_per_advance={count} with_side_effects_per_step={note_count / 10:.1f}")
+		print(
+			f"queries_per_step={count / 10:.1f} run_writes_per_advance={run_writes} queries_per_advance={count} with_side_effects_per_step={note_count / 10:.1f}"
+		)
 	finally:
 		frappe.db.rollback()
 		frappe.destroy()

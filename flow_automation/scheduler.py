@@ -127,6 +127,7 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 		if too_often:
 			give_up(too_often)
 		by_run: dict[str, list[str]] = defaultdict(list)
+		claim_count = {row.name: row.attempt for row in claimed}
 		for row in claimed:
 			if row.attempt <= MAX_CLAIMS:
 				by_run[row.run].append(row.name)
@@ -142,8 +143,10 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 				"flow_automation.scheduler.fire_due_many",
 				queue="default",
 				timeout=FIRE_JOB_TIMEOUT,
-				job_id=f"flow_automation:fire:{batch[0][1][0]}",
-				deduplicate=not frappe.flags.in_test,
+				# The claim already makes this job the rows' only owner. No RQ deduplication: a
+				# worker killed mid-job leaves its job "started" until RQ's clean-up, and the
+				# re-claim's job would be dropped as a duplicate of it.
+				job_id=f"flow_automation:fire:{batch[0][1][0]}:{claim_count[batch[0][1][0]]}",
 				now=frappe.flags.in_test,
 				batch=batch,
 			)
