@@ -79,7 +79,8 @@ else
 			exit 2
 		fi
 		ln -sfn "$here" "$link"
-		installed="$("$bench/env/bin/python" -c 'import flow_automation, os; print(os.path.realpath(os.path.dirname(flow_automation.__file__)))' 2>/dev/null)"
+		# from / so that this checkout's own folder does not shadow what the bench would import
+		installed="$(cd / && "$bench/env/bin/python" -c 'import flow_automation, os; print(os.path.realpath(os.path.dirname(flow_automation.__file__)))' 2>/dev/null)"
 		if [ "$installed" != "$(realpath "$here/flow_automation")" ]; then
 			"$bench/env/bin/pip" install -q --disable-pip-version-check -e "$link" || { red "pip install into the bench failed"; exit 2; }
 		fi
