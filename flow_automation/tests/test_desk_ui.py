@@ -452,6 +452,56 @@ class TestDeskUI(FrappeTestCase):
 		# The template's default tier is bronze: the condition takes branch "no".
 		page.locator(".flow-timeline .flow-step[data-step='skip_me'][data-status='done']").wait_for()
 
+	# --- "Run Flow" on documents of a Manual template's doctype -----------------------------
+
+	def manual_template_and_todos(self, count: int) -> tuple[str, list[str]]:
+		"""A Manual template on ToDo and some ToDos, committed (the server is another process)."""
+		name = f"{TEMPLATE} Manual {frappe.generate_hash(length=4)}"
+		make_template(
+			[{"id": "gate", "kind": "wait", "trigger": {"type": "manual"}, "payload": {}}],
+			name=name,
+			trigger={"type": "Manual", "doctype": "ToDo"},
+		)
+		todos = [
+			frappe.get_doc({"doctype": "ToDo", "description": f"desk ui run flow {i}"}).insert().name
+			for i in range(count)
+		]
+		frappe.db.commit()
+		self.addCleanup(self.delete_todos, todos)
+		return name, todos
+
+	def delete_todos(self, todos: list[str]) -> None:
+		frappe.db.delete("ToDo", {"name": ("in", todos)})
+		frappe.db.commit()
+
+	def queued_runs(self, template: str) -> list:
+		frappe.db.rollback()  # see what the server committed
+		return frappe.get_all("Flow Run", filters={"template": template}, fields=["reference_name", "status"])
+
+	def test_run_flow_button_on_a_document_starts_the_template(self):
+		template, (todo,) = self.manual_template_and_todos(1)
+		page = self.open_form("ToDo", todo)
+		self.custom_button(template, group="Run Flow").click()
+		page.locator(".alert-message", has_text=template).wait_for()
+		self.screenshot("run_flow_button")
+		runs = self.queued_runs(template)
+		self.assertEqual([r.reference_name for r in runs], [todo])
+
+	def test_run_flow_bulk_action_starts_one_run_per_selected_document(self):
+		template, todos = self.manual_template_and_todos(3)
+		page = self.page
+		page.goto(f"{self.server.url}/app/todo?description=" + quote("desk ui run flow%"))
+		page.locator(".list-row-checkbox").first.wait_for()
+		page.wait_for_function("() => document.querySelectorAll('.list-row-checkbox').length >= 3")
+		for box in page.locator(".list-row-container .list-row-checkbox").all()[:3]:
+			box.check()
+		page.locator(".actions-btn-group button").first.click()
+		page.locator(".actions-btn-group .dropdown-item", has_text="Run Flow").click()
+		page.locator(".alert-message", has_text="runs of").wait_for()
+		self.screenshot("run_flow_bulk")
+		runs = self.queued_runs(template)
+		self.assertEqual(sorted(r.reference_name for r in runs), sorted(todos))
+
 	def test_edit_payload_dialog_fields_come_from_the_schema(self):
 		page = self.open_form("Flow Template", TEMPLATE)
 		form = self.open_step_row("bad_todo")
