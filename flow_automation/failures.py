@@ -28,7 +28,7 @@ def on_run_finished(run: str, template: str, status: str) -> None:
 
 def start_next_queued(template: str) -> None:
 	"""A slot freed up: kick the oldest run that waits in Queued for this template."""
-	from flow_automation.triggers import kick
+	from flow_automation.runtime import kick
 
 	waiting = frappe.get_all(
 		"Flow Run",

@@ -191,25 +191,38 @@ def start_run(
 	if advance == "now":
 		advance_run(run.name)
 	elif advance == "async":
-		enqueue_advance(run.name)
+		kick(run.name)
 	return run.name
 
 
-def enqueue_advance(run_name: str) -> None:
-	"""Advance a run in a background job once the current transaction commits."""
+def kick(run: str) -> None:
+	"""Start a Queued run in a background job after commit (unless paused or told not to)."""
+	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
+		is_paused,
+	)
+
+	if is_paused() or frappe.local.flags.get("flow_automation_no_kick"):
+		return  # stays Queued; the minute cron drains it later
+	enqueue_start(run, after_commit=True)
+
+
+def enqueue_start(run: str, *, after_commit: bool = False) -> None:
 	frappe.enqueue(
-		"flow_automation.runtime.advance_run_job",
+		"flow_automation.runtime.start_queued_run",
 		queue="default",
-		job_id=f"flow_automation:advance:{run_name}",
+		job_id=f"flow_automation:start:{run}",
 		deduplicate=not frappe.flags.in_test,
-		enqueue_after_commit=True,
+		enqueue_after_commit=after_commit,
 		now=frappe.flags.in_test,
-		run_name=run_name,
+		run=run,
 	)
 
 
-def advance_run_job(run_name: str) -> None:
-	advance_run(run_name)
+def start_queued_run(run: str) -> None:
+	"""The background job: advance a run that is still Queued (a no-op otherwise)."""
+	if frappe.db.get_value("Flow Run", run, "status") != "Queued":
+		return
+	advance_run(run)
 
 
 # --- advancing ---------------------------------------------------------------------------

@@ -210,35 +210,8 @@ def queue_run(
 		del frappe.local.message_log[messages_before:]
 		frappe.log_error(title=f"Flow {template} not started", message=str(e))
 		return None
-	kick(name)
+	runtime.kick(name)
 	return name
-
-
-def kick(run: str) -> None:
-	"""Start a Queued run in a background job after commit (unless paused or told not to)."""
-	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
-		is_paused,
-	)
-
-	if is_paused() or frappe.local.flags.get("flow_automation_no_kick"):
-		return  # stays Queued; the cron drains it later
-	frappe.enqueue(
-		"flow_automation.triggers.start_queued_run",
-		queue="default",
-		job_id=f"flow_automation:start:{run}",
-		deduplicate=not frappe.flags.in_test,
-		enqueue_after_commit=True,
-		now=frappe.flags.in_test,
-		run=run,
-	)
-
-
-def start_queued_run(run: str) -> None:
-	from flow_automation.runtime import advance_run
-
-	if frappe.db.get_value("Flow Run", run, "status") != "Queued":
-		return
-	advance_run(run)
 
 
 def drain_outbox(now: dt.datetime | None = None, grace_seconds: int = OUTBOX_GRACE_SECONDS) -> int:
@@ -260,15 +233,10 @@ def drain_outbox(now: dt.datetime | None = None, grace_seconds: int = OUTBOX_GRA
 		.limit(OUTBOX_BATCH)
 		.run(pluck=True)
 	)
+	from flow_automation.runtime import enqueue_start
+
 	for run in queued:
-		frappe.enqueue(
-			"flow_automation.triggers.start_queued_run",
-			queue="default",
-			job_id=f"flow_automation:start:{run}",
-			deduplicate=not frappe.flags.in_test,
-			now=frappe.flags.in_test,
-			run=run,
-		)
+		enqueue_start(run)
 	return len(queued)
 
 

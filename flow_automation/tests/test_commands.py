@@ -13,27 +13,11 @@ from frappe.tests.utils import FrappeTestCase
 from frappe.utils import add_to_date, now_datetime
 
 from flow_automation import runtime
-from flow_automation.tests.utils import make_template, make_todo, unique
+from flow_automation.tests.utils import bench_command, make_template, make_todo, unique
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
-	"""`bench --site <this site> flow-automation ...` through Frappe's CLI module."""
-	return subprocess.run(
-		[
-			sys.executable,
-			"-m",
-			"frappe.utils.bench_helper",
-			"frappe",
-			"--site",
-			frappe.local.site,
-			"flow-automation",
-			*args,
-		],
-		cwd=os.path.abspath(frappe.local.sites_path),
-		capture_output=True,
-		text=True,
-		timeout=300,
-	)
+	return bench_command("flow-automation", *args)
 
 
 class TestBenchCommands(FrappeTestCase):

@@ -12,7 +12,7 @@ from frappe.tests.utils import FrappeTestCase
 from frappe.utils import add_days, get_test_client, getdate, now_datetime
 
 import flow_automation
-from flow_automation import triggers
+from flow_automation import runtime, triggers
 from flow_automation.scheduler import run_due
 from flow_automation.tests.utils import (
 	count_queries,
@@ -283,7 +283,6 @@ class TestNamedEvents(TriggerTestCase):
 				}
 			]
 		)
-		from flow_automation import runtime
 
 		run = runtime.start_run(failing.name, advance="now")
 		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")
@@ -382,7 +381,7 @@ class TestGuardRails(TriggerTestCase):
 			self.assertEqual([r.status for r in runs_of(template.name)], ["Queued"])
 			self.assertEqual(run_due(), 0)
 			self.assertEqual(triggers.drain_outbox(add_days(now_datetime(), 1)), 0)
-			self.assertIsNone(triggers.start_queued_run(runs_of(template.name)[0].name))
+			self.assertIsNone(runtime.start_queued_run(runs_of(template.name)[0].name))
 			self.assertEqual([r.status for r in runs_of(template.name)], ["Queued"])
 		frappe.conf.pop("flow_automation_paused", None)
 		self.assertEqual(triggers.drain_outbox(add_days(now_datetime(), 1)), 1)
@@ -390,7 +389,6 @@ class TestGuardRails(TriggerTestCase):
 		self.assertTrue(frappe.db.exists("Note", {"title": ("like", f"New {todo.name} %")}))
 
 	def test_max_concurrent_runs_queues_the_extra_runs(self):
-		from flow_automation import runtime
 
 		make_template(
 			GATE_STEP,
@@ -405,7 +403,6 @@ class TestGuardRails(TriggerTestCase):
 		self.assertEqual(frappe.db.get_value("Flow Run", second, "status"), "Waiting")
 
 	def test_circuit_breaker_disables_a_template_after_consecutive_failures(self):
-		from flow_automation import runtime
 
 		template = make_template(
 			[

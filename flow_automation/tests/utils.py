@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -239,4 +242,15 @@ def runs_of(template: str, **filters: Any) -> list[Any]:
 		filters={"template": template, **filters},
 		fields=["name", "status", "trigger_event", "reference_name", "trigger_data", "depth"],
 		order_by="creation asc",
+	)
+
+
+def bench_command(*args: str) -> subprocess.CompletedProcess:
+	"""`bench --site <this site> ...` as a user runs it: a separate process through Frappe's CLI."""
+	return subprocess.run(
+		[sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", frappe.local.site, *args],
+		cwd=os.path.abspath(frappe.local.sites_path),
+		capture_output=True,
+		text=True,
+		timeout=300,
 	)

@@ -12,6 +12,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from flow_automation.channels.whatsapp import FakeGraphAPI
+from flow_automation.tests.utils import bench_command
 from flow_automation.tests.whatsapp_utils import TOKEN, WABA_ID, WhatsAppTestCase, make_account
 from flow_automation.whatsapp import accounts, templates
 
@@ -123,24 +124,7 @@ class TestTemplateCommands(FrappeTestCase):
 		super().tearDownClass()
 
 	def bench(self, *args: str) -> str:
-		sites = os.path.abspath(frappe.local.sites_path)
-		result = subprocess.run(
-			[
-				sys.executable,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				frappe.local.site,
-				"flow-automation",
-				"whatsapp-templates",
-				*args,
-			],
-			cwd=sites,
-			capture_output=True,
-			text=True,
-			timeout=120,
-		)
+		result = bench_command("flow-automation", "whatsapp-templates", *args)
 		self.assertEqual(result.returncode, 0, result.stderr[-2000:])
 		return result.stdout
 
