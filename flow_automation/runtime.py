@@ -772,7 +772,3 @@ def run_timeline(run: Any) -> list[dict[str, Any]]:
 			}
 		)
 	return timeline
-
-
-def get_datetime_or_none(value: Any) -> dt.datetime | None:
-	return get_datetime(value) if value else None

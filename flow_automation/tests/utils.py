@@ -69,10 +69,6 @@ def ensure_email_account() -> None:
 	frappe.db.commit()
 
 
-def run_doc(run: str):
-	return frappe.get_doc("Flow Run", run)
-
-
 def state(run: str) -> dict[str, Any]:
 	return json.loads(frappe.db.get_value("Flow Run", run, "step_state") or "{}")
 

@@ -59,20 +59,3 @@ def sync_templates(account: str | None = None) -> dict[str, Any]:
 	from flow_automation.whatsapp import templates
 
 	return templates.sync(account=account)
-
-
-@frappe.whitelist(methods=["POST"])
-def set_opt_out(number: str, opted_out: bool = True) -> dict[str, Any]:
-	"""Opt a contact out of (or back into) WhatsApp messages from flows."""
-	require_roles(FLOW_MANAGER_ROLES)
-	from flow_automation.channels.whatsapp import InvalidPhoneNumber, normalize_number
-	from flow_automation.whatsapp import conversations
-
-	try:
-		e164 = normalize_number(number)
-	except InvalidPhoneNumber as e:
-		frappe.throw(_("number: {0}").format(e), frappe.ValidationError)
-	conversations.ensure(e164)
-	frappe.has_permission("WhatsApp Conversation", "write", e164, throw=True)
-	conversations.set_opted_out(e164, bool(frappe.utils.cint(opted_out)))
-	return {"number": e164, "opted_out": bool(frappe.utils.cint(opted_out))}
