@@ -16,7 +16,7 @@ from typing import Any
 
 import frappe
 from frappe import _
-from frappe.utils import get_datetime, now_datetime, strip_html
+from frappe.utils import now_datetime, strip_html
 
 from flow_automation.engine import planner
 from flow_automation.engine.definition import Definition, Step

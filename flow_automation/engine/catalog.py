@@ -427,4 +427,6 @@ register(
 		check=lambda p: _check_field_names(p.get("variables"), "/variables", "variable"),
 	)
 )
+# Channel kinds register themselves with `register`; loading them here means whoever reads
+# the catalog sees every kind (they import this module, so this import comes last).
 from flow_automation.engine import whatsapp_kinds

@@ -24,7 +24,6 @@ from typing import Any
 
 from flow_automation.channels.whatsapp import (
 	InvalidPhoneNumber,
-	MessageValidationError,
 	Problem,
 	buttons_message,
 	check_buttons,

@@ -4,9 +4,7 @@ process (Frappe's own CLI entry point) against committed data, cleaned up afterw
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import frappe
 from frappe.tests.utils import FrappeTestCase

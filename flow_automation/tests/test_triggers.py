@@ -23,7 +23,6 @@ from flow_automation.tests.utils import (
 	make_todo,
 	runs_of,
 	site_config,
-	step_status,
 	unique,
 )
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import frappe
-from frappe.utils import add_to_date, get_datetime, now_datetime
+from frappe.utils import add_to_date, get_datetime
 
 from flow_automation import runtime
 from flow_automation.flow_automation.doctype.flow_template.flow_template import template_values_from_export

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
-from frappe import _
 from werkzeug.wrappers import Response
 
 from flow_automation.api import FLOW_MANAGER_ROLES, require_roles

@@ -37,7 +37,6 @@ from flow_automation.channels.whatsapp import (
 	StatusUpdate,
 	UndeliverableError,
 	WebhookBatch,
-	error_from_status_item,
 	from_wa_id,
 	parse_webhook,
 	verify_signature,
