@@ -536,3 +536,8 @@ class TestManualTrigger(TriggerTestCase):
 		self.assertEqual(start_many(template.name, "ToDo", todos[:1])["runs"], [])  # already active
 		with self.assertRaisesRegex(frappe.ValidationError, "does not exist"):
 			start_many(template.name, "ToDo", ["no-such-todo"])
+
+	def test_a_new_manual_template_reaches_users_with_a_cached_boot(self):
+		frappe.cache.hset("bootinfo", "Administrator", {"cached": True})
+		make_template(GATE_STEP, trigger={"type": "Manual", "doctype": "ToDo"})
+		self.assertIsNone(frappe.cache.hget("bootinfo", "Administrator"))

@@ -107,6 +107,11 @@ class FlowTemplate(Document):
 		clear_trigger_cache()
 		# again after commit: a request that rebuilt the index meanwhile saw the old rows
 		frappe.db.after_commit.add(clear_trigger_cache)
+		before = self.get_doc_before_save()
+		if "Manual" in (self.trigger_type, before and before.trigger_type):
+			# the "Run Flow" buttons come with the boot info, which Frappe caches per user
+			frappe.db.after_commit.add(clear_boot_cache)
+			clear_boot_cache()
 
 	def on_trash(self) -> None:
 		if self.is_system and not frappe.flags.in_uninstall:
@@ -128,6 +133,8 @@ class FlowTemplate(Document):
 
 		clear_trigger_cache()
 		frappe.db.after_commit.add(clear_trigger_cache)
+		if self.trigger_type == "Manual":
+			clear_boot_cache()
 
 	def after_rename(self, old: str, new: str, merge: bool = False) -> None:
 		from flow_automation.triggers import clear_trigger_cache
@@ -272,6 +279,10 @@ class FlowTemplate(Document):
 			},
 			"definition": json.loads(self.definition) if self.definition else self.build_definition(),
 		}
+
+
+def clear_boot_cache() -> None:
+	frappe.cache.delete_value("bootinfo")
 
 
 def _parse_json(value: Any, label: str) -> Any:
