@@ -31,6 +31,14 @@ METHODS = (
 	"validate_definition",
 	"simulate",
 	"get_step_catalog",
+	"dispatch_event",
+	"start_many",
+	"flow_automation.flow_automation.doctype.flow_template.flow_template.duplicate_template",
+)
+# Methods a Flow User may not call (they change or dry-run templates).
+MANAGER_ONLY = (
+	"simulate",
+	"flow_automation.flow_automation.doctype.flow_template.flow_template.duplicate_template",
 )
 
 
@@ -73,6 +81,8 @@ class TestFlowAPI(FrappeTestCase):
 			],
 			name=unique("API Flow"),
 		)
+		# a public Note: readable by every desk user (start_many checks each document)
+		cls.note = frappe.get_doc({"doctype": "Note", "title": "api matrix", "public": 1}).insert().name
 		cls.failing = make_template(
 			[
 				{
@@ -92,13 +102,15 @@ class TestFlowAPI(FrappeTestCase):
 
 	@classmethod
 	def tearDownClass(cls):
-		for template in (cls.template.name, cls.failing.name):
+		copies = frappe.get_all("Flow Template", filters={"name": ("like", "API Copy%")}, pluck="name")
+		for template in (cls.template.name, cls.failing.name, *copies):
 			for run in frappe.get_all("Flow Run", filters={"template": template}, pluck="name"):
 				frappe.db.delete("Flow Step Log", {"run": run})
 				frappe.db.delete("Flow Step Pending", {"run": run})
 				frappe.db.delete("Flow Run", {"name": run})
 			frappe.delete_doc("Flow Template", template, force=True)
 		frappe.db.delete("Note", {"title": ("like", "api %")})
+		frappe.db.delete("Note", {"name": cls.note})
 		for key in USERS:
 			frappe.delete_doc("User", f"{PREFIX}-{key}@example.com", force=True)
 		frappe.db.commit()
@@ -108,7 +120,7 @@ class TestFlowAPI(FrappeTestCase):
 		headers = {"Authorization": self.tokens[who]} if who else {}
 		response = make_request(
 			target=self.client.post,
-			args=(f"/api/method/flow_automation.api.{method}",),
+			args=(f"/api/method/{method if '.' in method else 'flow_automation.api.' + method}",),
 			kwargs={"json": data or {}, "headers": headers},
 		)
 		return response.status_code, response.json if response.is_json else response.get_data(as_text=True)
@@ -136,6 +148,12 @@ class TestFlowAPI(FrappeTestCase):
 			return {"definition": {"steps": [{"id": "a", "kind": "wait", "payload": {}}]}}
 		if method == "simulate":
 			return {"template": self.template.name, "answers": {"gate": {"who": "sim"}}}
+		if method == "dispatch_event":
+			return {"event": "api.matrix.nobody_listens"}
+		if method == "start_many":
+			return {"template": self.template.name, "reference_doctype": "Note", "names": [self.note]}
+		if method.endswith("duplicate_template"):
+			return {"template": self.template.name, "new_name": unique("API Copy")}
 		return {}
 
 	def test_guests_and_users_without_a_flow_role_get_403_from_every_method(self):
@@ -145,11 +163,11 @@ class TestFlowAPI(FrappeTestCase):
 					status, body = self.call(method, self.args_for(method), who)
 					self.assertEqual(status, 403, body)
 
-	def test_flow_users_may_run_flows_but_not_dry_run_templates(self):
+	def test_flow_users_may_run_flows_but_not_dry_run_or_copy_templates(self):
 		for method in METHODS:
 			with self.subTest(method=method):
 				status, body = self.call(method, self.args_for(method), "user")
-				self.assertEqual(status, 403 if method == "simulate" else 200, body)
+				self.assertEqual(status, 403 if method in MANAGER_ONLY else 200, body)
 
 	def test_flow_managers_may_call_every_method(self):
 		for method in METHODS:
@@ -237,3 +255,16 @@ class TestFlowAPI(FrappeTestCase):
 		)
 		frappe.db.rollback()
 		self.assertEqual({dt: frappe.db.count(dt) for dt in before}, before)
+
+	def test_start_many_checks_read_permission_on_each_document(self):
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "api matrix private"}).insert().name
+		frappe.db.commit()
+		try:
+			args = {"template": self.template.name, "reference_doctype": "ToDo", "names": [todo]}
+			status, body = self.call("start_many", args, "user")  # someone else's ToDo
+			self.assertEqual(status, 403, body)
+			frappe.db.rollback()
+			self.assertFalse(frappe.db.exists("Flow Run", {"reference_name": todo}))
+		finally:
+			frappe.db.delete("ToDo", {"name": todo})
+			frappe.db.commit()
