@@ -60,7 +60,12 @@ def _index(key: str, generator) -> list[dict[str, Any]]:
 def _is_quiet() -> bool:
 	flags = frappe.local.flags
 	return bool(
-		flags.in_install or flags.in_migrate or flags.in_patch or flags.in_import or flags.in_install_app
+		flags.in_install
+		or flags.in_migrate
+		or flags.in_patch
+		or flags.in_import
+		or flags.in_install_app
+		or flags.in_uninstall
 	)
 
 
