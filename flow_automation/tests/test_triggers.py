@@ -83,6 +83,18 @@ class TestDocumentEvents(TriggerTestCase):
 			todo.save()
 		self.assertEqual(len(with_dispatch), len(without), "\n".join(with_dispatch))
 
+	def test_dispatch_is_quiet_during_install_migrate_import_and_uninstall(self):
+		template = doc_event("ToDo", "New")
+		for flag in ("in_install", "in_migrate", "in_patch", "in_import", "in_install_app", "in_uninstall"):
+			frappe.local.flags[flag] = True
+			try:
+				make_todo(f"quiet {flag}")
+			finally:
+				frappe.local.flags.pop(flag)
+		self.assertEqual(runs_of(template.name), [])
+		make_todo("loud again")
+		self.assertEqual(len(runs_of(template.name)), 1)
+
 	def test_new_fires_once_per_insert(self):
 		template = doc_event("ToDo", "New")
 		todo = make_todo("new one")
