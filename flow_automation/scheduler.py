@@ -165,11 +165,17 @@ def every_minute() -> None:
 	if is_paused():
 		return
 	now = now_datetime()
-	fire_schedules(now)
-	_commit()
-	run_due(now)
-	drain_outbox(now)
-	_commit()
+	# Each part on its own: a broken schedule must not stop delayed steps from firing.
+	for part in (fire_schedules, run_due, drain_outbox):
+		try:
+			part(now)
+			_commit()
+		except Exception:
+			if frappe.flags.in_test:
+				raise
+			frappe.db.rollback()
+			frappe.log_error(title=f"Flow Automation cron: {part.__name__} failed")
+			frappe.db.commit()
 
 
 def fire_due_many(batch: list[tuple[str, list[str]]]) -> None:

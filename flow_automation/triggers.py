@@ -367,10 +367,18 @@ def fire_schedules(now: dt.datetime | None = None) -> list[str]:
 		slot = _due_slot(spec, now)
 		if slot is None or not _claim_slot(spec["name"], slot):
 			continue
-		if spec["trigger_type"] == "Schedule":
-			runs += _fire_cron(spec, slot)
-		else:
-			runs += _fire_days(spec, slot)
+		savepoint = "flow_schedule_" + frappe.generate_hash(length=8)
+		frappe.db.savepoint(savepoint)
+		try:
+			if spec["trigger_type"] == "Schedule":
+				runs += _fire_cron(spec, slot)
+			else:
+				runs += _fire_days(spec, slot)
+		except Exception:
+			# one broken template (bad filters, a field that went away) must not stop the others;
+			# its slot stays claimed, so it is not retried every minute either
+			frappe.db.rollback(save_point=savepoint)
+			frappe.log_error(title=f"Flow schedule of {spec['name']} failed")
 	return runs
 
 

@@ -553,3 +553,25 @@ class TestManualTrigger(TriggerTestCase):
 		frappe.cache.hset("bootinfo", "Administrator", {"cached": True})
 		make_template(GATE_STEP, trigger={"type": "Manual", "doctype": "ToDo"})
 		self.assertIsNone(frappe.cache.hget("bootinfo", "Administrator"))
+
+
+class TestScheduleFailures(TriggerTestCase):
+	def test_a_broken_schedule_is_logged_and_does_not_stop_the_others(self):
+		broken = make_template(
+			GATE_STEP,
+			trigger={
+				"type": "Schedule",
+				"cron": "* * * * *",
+				"doctype": "ToDo",
+				"for_each": True,
+				"filters": {"no_such_field": 1},
+			},
+		)
+		fine = make_template(GATE_STEP, trigger={"type": "Schedule", "cron": "* * * * *"})
+		for template in (broken, fine):
+			frappe.db.set_value("Flow Template", template.name, "last_scheduled_at", "2026-01-01 00:00:00")
+		with self.freeze_time("2026-01-01 00:05:00"):
+			runs = triggers.fire_schedules()
+		self.assertEqual(len(runs), 1)
+		self.assertEqual(len(runs_of(fine.name)), 1)
+		self.assertTrue(frappe.db.exists("Error Log", {"method": f"Flow schedule of {broken.name} failed"}))
