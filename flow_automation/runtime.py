@@ -495,6 +495,26 @@ def write_logs(run: Any, attempts: list[planner.Attempt], host: FrappeHost) -> N
 	frappe.db.bulk_insert("Flow Step Log", LOG_FIELDS, rows)
 
 
+def log_step_event(
+	run_name: str, step_id: str, status: str, *, error: str | None = None, output: Any = None
+) -> None:
+	"""A Flow Step Log row for something that happened to a finished step afterwards
+	(e.g. a WhatsApp delivery report): the run's history stays complete."""
+	run = frappe.db.get_value("Flow Run", run_name, ["name", "template", "template_version"], as_dict=True)
+	if not run:
+		return
+	definition = load_definition(run.template_version)
+	kind = definition.step(step_id).kind if definition.has_step(step_id) else ""
+	attempt = (_json(frappe.db.get_value("Flow Run", run_name, "step_state")).get(step_id) or {}).get(
+		"attempt", 0
+	)
+	write_logs(
+		run,
+		[planner.Attempt(step_id, kind, attempt, status, now_datetime(), output=output, error=error)],
+		FrappeHost(run, definition),
+	)
+
+
 def _log_json(value: Any) -> str | None:
 	if value is None:
 		return None

@@ -161,6 +161,43 @@ class TestSendWhatsApp(WhatsAppTestCase):
 		self.assertIn("131047", error(failed))
 		self.assertEqual(frappe.db.get_value("WhatsApp Message", {"run": failed}, "error_code"), 131047)
 
+	def test_a_late_window_closed_report_sends_the_fallback_once_and_is_logged_on_the_run(self):
+		from flow_automation.tests.whatsapp_utils import deliver, status_update
+
+		open_window()
+		payload = {
+			"to": "{{ variables.phone }}",
+			"mode": "text",
+			"text": "Hi",
+			"fallback_template": {"template": "reopen_v1", "language": "en"},
+		}
+		run = start(one_step(payload))
+		wamid = output(run)["wamid"]
+		self.assertEqual([m["type"] for m in self.sent()], ["text"])
+		# Meta accepted the text, then reports the window was closed after all
+		for _ in range(2):  # a redelivered report changes nothing
+			self.assertEqual(deliver(status_update(wamid, "failed", code=131047)), (200, "OK"))
+		self.assertEqual([m["type"] for m in self.sent()], ["text", "template"])
+		self.assertEqual(self.sent()[1]["template"]["name"], "reopen_v1")
+		logs = frappe.get_all(
+			"Flow Step Log", filters={"run": run, "status": "Failed"}, fields=["step_id", "error"]
+		)
+		self.assertEqual(len(logs), 2)
+		self.assertEqual({log.step_id for log in logs}, {"send"})
+		self.assertIn("131047", logs[0].error)
+		self.assertIn("sent the fallback template instead", logs[0].error)
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed")
+
+	def test_a_late_failure_without_fallback_is_logged_on_the_run(self):
+		from flow_automation.tests.whatsapp_utils import deliver, status_update
+
+		open_window()
+		run = start(one_step({"to": "{{ variables.phone }}", "mode": "text", "text": "Hi"}))
+		deliver(status_update(output(run)["wamid"], "failed", code=131049))
+		(log,) = frappe.get_all("Flow Step Log", filters={"run": run, "status": "Failed"}, fields=["error"])
+		self.assertIn("131049", log.error)
+		self.assertEqual(len(self.sent()), 1)
+
 	def test_undeliverable_marks_the_contact_and_later_sends_fail_fast(self):
 		self.graph.fail_next(1, status=400, code=131026)
 		run = start(one_step(TEMPLATE_SEND), run_name="R")

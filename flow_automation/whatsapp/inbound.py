@@ -251,7 +251,7 @@ def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) ->
 
 
 def store_statuses(statuses: list[StatusUpdate]) -> list[str]:
-	"""Move each known message's status forward; returns wamids whose failure needs handling.
+	"""Move each known message's status forward; returns the failures for the background job.
 
 	A status for a wamid we do not know yet may belong to a send whose transaction has not
 	committed (Meta can call back within milliseconds): it is kept in Redis for an hour and
@@ -283,8 +283,15 @@ def store_statuses(statuses: list[StatusUpdate]) -> list[str]:
 		if not frappe.db.exists(MESSAGE, {"wamid": status.wamid, "direction": "Outbound"}):
 			_stash_early(values, time_field, undeliverable)
 			_apply_status(values, time_field)  # the send may have committed meanwhile
-		if undeliverable:
-			failed.append(status.wamid)
+		if status.status == "failed":
+			failed.append(
+				{
+					"wamid": status.wamid,
+					"code": values["code"],
+					"title": values["title"],
+					"undeliverable": undeliverable,
+				}
+			)
 	return failed
 
 
@@ -339,8 +346,16 @@ def apply_early_statuses(wamid: str) -> int:
 	stash = frappe.cache.get_value(key, expires=True) or []
 	for item in stash:
 		_apply_status(item["values"], item["time_field"])
-		if item.get("undeliverable"):
-			_mark_undeliverable(wamid)
+		if item["values"]["status"] == "Failed":
+			values = item["values"]
+			handle_failure(
+				{
+					"wamid": wamid,
+					"code": values.get("code"),
+					"title": values.get("title"),
+					"undeliverable": item.get("undeliverable"),
+				}
+			)
 	frappe.cache.delete_value(key)
 	_commit()
 	return len(stash)
@@ -349,13 +364,13 @@ def apply_early_statuses(wamid: str) -> int:
 # --- the job ---------------------------------------------------------------------------------------
 def process_delivery(
 	wamids: list[str] | None = None,
-	failed: list[str] | None = None,
+	failed: list[dict[str, Any]] | None = None,
 	template_updates: list[dict[str, Any]] | None = None,
 ) -> None:
 	"""Background job after a webhook delivery: inbound messages, failures, template updates."""
 	_as_system()
-	for wamid in failed or ():
-		_mark_undeliverable(wamid)
+	for failure in failed or ():
+		handle_failure(failure)
 	for update in template_updates or ():
 		_update_template_status(update)
 	if failed or template_updates:
@@ -582,6 +597,15 @@ def _confirm(message: Any, text: str | None, what: str) -> None:
 		frappe.log_error(
 			title=f"WhatsApp {what} confirmation to {message.contact_number} failed", message=str(result)
 		)
+
+
+def handle_failure(failure: Mapping[str, Any]) -> None:
+	"""A failed delivery report: flag an undeliverable number, tell the run that sent it."""
+	from flow_automation.whatsapp.outbound import after_delivery_failure
+
+	if failure.get("undeliverable"):
+		_mark_undeliverable(failure["wamid"])
+	after_delivery_failure(failure["wamid"], failure.get("code"), failure.get("title"))
 
 
 def _mark_undeliverable(wamid: str) -> None:

@@ -376,6 +376,10 @@ def _queued_row(
 		"reference_doctype": delivery.reference_doctype,
 		"reference_name": delivery.reference_name,
 		"payload": _json(body),
+		# a free-form message Meta may still refuse later (131047): what to send instead
+		"fallback_template": _json(fallback_payload(payload))
+		if mode != "template" and fallback_payload(payload)
+		else None,
 		"error_code": 0,
 		"error_title": None,
 		"error_details": None,
@@ -414,3 +418,51 @@ def _failed(row: str, error: WhatsAppError, to: str) -> Outcome:
 		retryable = False  # it may have reached Meta: a blind retry could deliver it twice
 		message += " — the message may have been sent; check WhatsApp before retrying the step"
 	return Outcome.failed(f"WhatsApp refused the message: {message}", retryable=retryable)
+
+
+def after_delivery_failure(wamid: str, code: int | None, title: str | None) -> None:
+	"""Meta reported a flow's message failed after accepting it (a status callback).
+
+	The step already finished, so the failure goes to the run's step log; a free-form
+	message refused because the 24-hour window closed (131047) gets its fallback template,
+	sent once (keyed by the original send's key).
+	"""
+	row = frappe.db.get_value(
+		MESSAGE,
+		{"wamid": wamid, "direction": "Outbound"},
+		[
+			"name",
+			"run",
+			"step_id",
+			"idempotency_key",
+			"fallback_template",
+			"reference_doctype",
+			"reference_name",
+		],
+		as_dict=True,
+	)
+	if not row or not row.run:
+		return
+	note = f"WhatsApp could not deliver message {wamid}: error {code} {title or ''}".strip()
+	fallback = json.loads(row.fallback_template) if row.fallback_template and code == 131047 else None
+	output: Any = None
+	if fallback:
+		sent = send(
+			fallback,
+			Delivery(
+				f"{row.idempotency_key}:fallback",
+				run=row.run,
+				step_id=row.step_id,
+				reference_doctype=row.reference_doctype,
+				reference_name=row.reference_name,
+			),
+		)
+		output = sent if not isinstance(sent, Outcome) else {"error": sent.error}
+		note += (
+			"; sent the fallback template instead"
+			if not isinstance(sent, Outcome)
+			else f"; the fallback failed too: {sent.error}"
+		)
+	from flow_automation.runtime import log_step_event
+
+	log_step_event(row.run, row.step_id, "Failed", error=note, output=output)

@@ -28,6 +28,7 @@ class WhatsAppMessage(Document):
 		error_details: DF.SmallText | None
 		error_title: DF.Data | None
 		failed_at: DF.Datetime | None
+		fallback_template: DF.Code | None
 		idempotency_key: DF.Data | None
 		media_file: DF.Attach | None
 		media_id: DF.Data | None
