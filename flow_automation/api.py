@@ -47,6 +47,18 @@ def _require_run(run: str, ptype: str = "read") -> None:
 	frappe.has_permission("Flow Run", ptype, run, throw=True)
 
 
+def _require_template(template: Any) -> None:
+	"""A template argument: given, existing and readable by the caller."""
+	if not template or not isinstance(template, str):
+		frappe.throw(_("template: give the name of a Flow Template"), frappe.ValidationError)
+	if not frappe.db.exists("Flow Template", template):
+		frappe.throw(
+			_("template: Flow Template {0} does not exist").format(frappe.bold(template)),
+			frappe.ValidationError,
+		)
+	frappe.has_permission("Flow Template", "read", template, throw=True)
+
+
 def _require_document(reference_doctype: str | None, reference_name: str | None) -> bool:
 	"""Check an optional document argument pair: both or neither, existing, readable by the caller."""
 	if bool(reference_doctype) != bool(reference_name):
@@ -104,14 +116,7 @@ def start(
 	The run advances in a background job after commit, or in this request with `run_now`.
 	"""
 	require_roles(FLOW_USER_ROLES)
-	if not template or not isinstance(template, str):
-		frappe.throw(_("template: give the name of a Flow Template"), frappe.ValidationError)
-	if not frappe.db.exists("Flow Template", template):
-		frappe.throw(
-			_("template: Flow Template {0} does not exist").format(frappe.bold(template)),
-			frappe.ValidationError,
-		)
-	frappe.has_permission("Flow Template", "read", template, throw=True)
+	_require_template(template)
 	_require_document(reference_doctype, reference_name)
 	name = runtime.start_run(
 		template,
@@ -191,12 +196,7 @@ def simulate(
 	"""Dry-run a template against a real document: executes inside a savepoint with outbound
 	calls recorded, delays fast-forwarded, then rolls everything back. Returns the trace."""
 	require_roles(FLOW_MANAGER_ROLES)
-	if not template or not frappe.db.exists("Flow Template", template):
-		frappe.throw(
-			_("template: Flow Template {0} does not exist").format(frappe.bold(template)),
-			frappe.ValidationError,
-		)
-	frappe.has_permission("Flow Template", "read", template, throw=True)
+	_require_template(template)
 	_require_document(reference_doctype, reference_name)
 	result = runtime.simulate_template(
 		template,
@@ -244,12 +244,7 @@ def start_many(template: str, reference_doctype: str, names: list | str) -> dict
 	from flow_automation.triggers import queue_run
 
 	require_roles(FLOW_USER_ROLES)
-	if not frappe.db.exists("Flow Template", template):
-		frappe.throw(
-			_("template: Flow Template {0} does not exist").format(frappe.bold(template)),
-			frappe.ValidationError,
-		)
-	frappe.has_permission("Flow Template", "read", template, throw=True)
+	_require_template(template)
 	if isinstance(names, str) and not names.strip().startswith("["):
 		names = [n.strip() for n in names.split(",") if n.strip()]
 	names = _json_arg(names, "names", list) or []

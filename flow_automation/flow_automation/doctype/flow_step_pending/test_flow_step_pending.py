@@ -23,20 +23,7 @@ def make_due_rows(count: int, run: str, template: str, at) -> list[str]:
 	names = [frappe.generate_hash(length=12) for _ in range(count)]
 	frappe.db.bulk_insert(
 		"Flow Step Pending",
-		[
-			"name",
-			"creation",
-			"modified",
-			"owner",
-			"modified_by",
-			"run",
-			"step_id",
-			"template",
-			"purpose",
-			"trigger_at",
-			"status",
-			"attempt",
-		],
+		runtime.PENDING_FIELDS,
 		[
 			(n, now, now, "Administrator", "Administrator", run, "nap", template, "delay", at, "Pending", 0)
 			for n in names
