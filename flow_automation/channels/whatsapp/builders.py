@@ -276,6 +276,15 @@ def _button_fields(button: Any) -> tuple[Any, Any]:
 
 
 # --- interactive: reply buttons ----------------------------------------------------------------
+def _check_unique(
+	problems: list[Problem], seen: dict[str, str], key: str, field: str, what: str, where: str, rule: str
+) -> None:
+	"""A problem when `key` was seen before (naming where); otherwise remember it as `where`."""
+	if key in seen:
+		problems.append(Problem(field, f"{what} repeats {seen[key]}; {rule}"))
+	seen.setdefault(key, where)
+
+
 def check_buttons(
 	buttons: Sequence[ButtonSpec],
 	*,
@@ -299,8 +308,8 @@ def check_buttons(
 				limits.REPLY_BUTTONS_MAX,
 			)
 		)
-	seen_ids: dict[str, int] = {}
-	seen_titles: dict[str, int] = {}
+	seen_ids: dict[str, str] = {}
+	seen_titles: dict[str, str] = {}
 	for i, button in enumerate(buttons):
 		field, label = f"/buttons/{i}", f"button {i + 1}"
 		if not isinstance(button, str | Mapping):
@@ -310,25 +319,27 @@ def check_buttons(
 		_check_length(problems, f"{field}/id", f"{label} id", button_id, limits.REPLY_BUTTON_ID_MAX)
 		_check_length(problems, f"{field}/title", f"{label} title", title, limits.REPLY_BUTTON_TITLE_MAX)
 		if isinstance(button_id, str) and button_id.strip():
-			if button_id in seen_ids:
-				problems.append(
-					Problem(
-						f"{field}/id",
-						f"{label} id {button_id!r} repeats button {seen_ids[button_id] + 1}; ids must be unique",
-					)
-				)
-			seen_ids.setdefault(button_id, i)
+			_check_unique(
+				problems,
+				seen_ids,
+				button_id,
+				f"{field}/id",
+				f"{label} id {button_id!r}",
+				label,
+				"ids must be unique",
+			)
 		if isinstance(title, str) and title.strip():
 			# Two buttons that look the same cannot be told apart by the user either.
 			key = title.strip().casefold()
-			if key in seen_titles:
-				problems.append(
-					Problem(
-						f"{field}/title",
-						f"{label} title {title!r} repeats button {seen_titles[key] + 1}; titles must be unique",
-					)
-				)
-			seen_titles.setdefault(key, i)
+			_check_unique(
+				problems,
+				seen_titles,
+				key,
+				f"{field}/title",
+				f"{label} title {title!r}",
+				label,
+				"titles must be unique",
+			)
 	return problems
 
 
@@ -444,14 +455,15 @@ def check_list(
 				required=False,
 			)
 			if isinstance(row_id, str) and row_id.strip():
-				if row_id in seen_ids:
-					problems.append(
-						Problem(
-							f"{field}/id",
-							f"{label} id {row_id!r} repeats {seen_ids[row_id]}; row ids must be unique in the list",
-						)
-					)
-				seen_ids.setdefault(row_id, label)
+				_check_unique(
+					problems,
+					seen_ids,
+					row_id,
+					f"{field}/id",
+					f"{label} id {row_id!r}",
+					label,
+					"row ids must be unique in the list",
+				)
 	if total > limits.LIST_ROWS_MAX:
 		problems.append(
 			Problem(
