@@ -1,0 +1,121 @@
+"""The engine: what a flow means, with no Frappe and no I/O.
+
+This module is the engine's public surface: the Frappe adapter (and anyone else) imports
+from `flow_automation.engine`, never from its modules. Importing it also loads every step
+kind into the catalog (the core kinds live in `catalog`, channel kinds register
+themselves when their module loads), so every reader sees the same kinds.
+"""
+
+# The kinds: the one loader. Channel kinds register with catalog.register on import.
+from flow_automation.engine import whatsapp_kinds as _whatsapp_kinds  # noqa: F401
+from flow_automation.engine.catalog import StepKind, all_kinds, get_kind, kind_names
+from flow_automation.engine.conditions import ConditionError, check_condition
+from flow_automation.engine.conditions import evaluate as evaluate_condition
+from flow_automation.engine.definition import (
+	DELAY_UNITS,
+	STEP_TRIGGERS,
+	Definition,
+	Step,
+	extract_definition,
+)
+from flow_automation.engine.outcome import Outcome, StepError
+from flow_automation.engine.planner import (
+	AdvanceResult,
+	Attempt,
+	EngineError,
+	Event,
+	Host,
+	Timer,
+	advance,
+	restored_timers,
+	retry_steps,
+)
+from flow_automation.engine.planner import cancel as cancel_steps
+from flow_automation.engine.redact import redact
+from flow_automation.engine.simulate import SimulationResult, simulate
+from flow_automation.engine.state import (
+	ACTIVE_RUN_STATUSES,
+	FINISHED_RUN_STATUSES,
+	GATE,
+	REPLY,
+	SUB_FLOW,
+	RunStatus,
+	StepEntry,
+	StepState,
+	StepStatus,
+	attempt_group,
+	dump_state,
+	entry_of,
+	load_state,
+	status_of,
+	waiting_for,
+	waits_for_child,
+)
+from flow_automation.engine.validation import ValidationIssue, definition_json_schema, validate_definition
+from flow_automation.engine.whatsapp_kinds import (
+	ask_wait,
+	content_fingerprint,
+	dedup_minutes,
+	fallback_payload,
+	media_type_of,
+	message_body,
+	question_payload,
+	send_mode,
+)
+
+__all__ = [
+	"ACTIVE_RUN_STATUSES",
+	"DELAY_UNITS",
+	"FINISHED_RUN_STATUSES",
+	"GATE",
+	"REPLY",
+	"STEP_TRIGGERS",
+	"SUB_FLOW",
+	"AdvanceResult",
+	"Attempt",
+	"ConditionError",
+	"Definition",
+	"EngineError",
+	"Event",
+	"Host",
+	"Outcome",
+	"RunStatus",
+	"SimulationResult",
+	"Step",
+	"StepEntry",
+	"StepError",
+	"StepKind",
+	"StepState",
+	"StepStatus",
+	"Timer",
+	"ValidationIssue",
+	"advance",
+	"all_kinds",
+	"ask_wait",
+	"attempt_group",
+	"cancel_steps",
+	"check_condition",
+	"content_fingerprint",
+	"dedup_minutes",
+	"definition_json_schema",
+	"dump_state",
+	"entry_of",
+	"evaluate_condition",
+	"extract_definition",
+	"fallback_payload",
+	"get_kind",
+	"kind_names",
+	"load_state",
+	"media_type_of",
+	"message_body",
+	"question_payload",
+	"redact",
+	"restored_timers",
+	"retry_steps",
+	"send_mode",
+	"simulate",
+	"status_of",
+	"validate_definition",
+	"waiting_for",
+	"waits_for_child",
+]

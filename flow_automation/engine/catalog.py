@@ -48,10 +48,39 @@ class StepKind:
 	render_payload: bool = True
 	# Flags a payload key that makes the planner reload the trigger document first.
 	reloads_document: bool = False
+	# Branches every step of this kind offers whatever its payload, and what the payload
+	# adds (e.g. "one per value in cases"); for the catalog's readers (CLI, Desk, builder).
+	fixed_branches: tuple[str, ...] = ()
+	payload_branches: str = ""
+	# Checks of the *rendered* payload, made before the host executes the step (a real run
+	# and a dry run alike): values that only turn out empty or malformed once rendered.
+	preflight: Callable[[Mapping[str, Any]], Problems] = lambda payload: []
 
 	@property
 	def is_pure(self) -> bool:
 		return self.evaluate is not None
+
+	def rendered_problems(self, payload: Mapping[str, Any]) -> Problems:
+		"""What makes a rendered payload impossible to carry out: a required value that rendered
+		empty (a variable was missing), then the kind's own `preflight` checks."""
+		problems: Problems = []
+		schema = self.payload_schema
+		for key, spec in (schema.get("properties") or {}).items():
+			if key not in payload or not isinstance(spec, Mapping):
+				continue
+			value = payload[key]
+			if spec.get("minLength") and isinstance(value, str) and not value.strip():
+				problems.append((f"/{key}", "rendered to an empty value"))
+			elif (
+				spec.get("minItems")
+				and isinstance(value, list)
+				and value
+				and not any(not isinstance(v, str) or v.strip() for v in value)
+			):
+				problems.append((f"/{key}", "rendered to no values (every entry is empty)"))
+		if problems:
+			return problems
+		return list(self.preflight(payload))
 
 	def describe(self) -> dict[str, Any]:
 		"""The kind as JSON for the Desk editor and the API."""
@@ -63,7 +92,7 @@ class StepKind:
 			"payload_schema": self.payload_schema,
 			"output": self.output,
 			"example": self.example,
-			"static_branches": list(self.branches(self.example)),
+			"branches": {"fixed": list(self.fixed_branches), "from_payload": self.payload_branches},
 			"waits": self.waits(self.example),
 			"executed_by": "engine" if self.is_pure else "host",
 		}
@@ -352,6 +381,7 @@ register(
 		output="{result}",
 		example={"field": "doc.status", "op": "==", "value": "Open"},
 		branches=lambda p: ("yes", "no"),
+		fixed_branches=("yes", "no"),
 		check=_check_condition_payload,
 		evaluate=_evaluate_condition,
 		render_payload=False,
@@ -378,6 +408,8 @@ register(
 		output="{value, matched}",
 		example={"value": "{{ doc.status }}", "cases": ["Open", "Closed"]},
 		branches=lambda p: (*(str(c) for c in p.get("cases") or ()), "default"),
+		fixed_branches=("default",),
+		payload_branches="one per value in cases",
 		check=_check_switch,
 		evaluate=_evaluate_switch,
 		render_payload=False,
@@ -427,6 +459,3 @@ register(
 		check=lambda p: _check_field_names(p.get("variables"), "/variables", "variable"),
 	)
 )
-# Channel kinds register themselves with `register`; loading them here means whoever reads
-# the catalog sees every kind (they import this module, so this import comes last).
-from flow_automation.engine import whatsapp_kinds

@@ -165,7 +165,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_catalog(args: argparse.Namespace) -> int:
 	for kind in catalog.all_kinds():
-		branches = ", ".join(kind.branches(kind.example)) or "-"
+		# what a step of this kind offers: its fixed branches and what its payload adds
+		parts = [*kind.fixed_branches, *([f"({kind.payload_branches})"] if kind.payload_branches else [])]
+		branches = ", ".join(parts) or "-"
 		print(f"{kind.name:<16} {kind.label:<18} {kind.group:<13} branches: {branches}")
 		print(f"{'':<16} {kind.description}")
 	return 0

@@ -29,29 +29,31 @@ from flow_automation.engine.render import (
 	render_value,
 )
 from flow_automation.engine.retry import backoff_seconds, has_attempts_left
+from flow_automation.engine.state import (
+	FINISHED_RUN_STATUSES,
+	GATE,
+	SUB_FLOW,
+	TERMINAL_STEP_STATUSES,
+	RunStatus,
+	StepStatus,
+)
 
-# step statuses
-PENDING = "pending"  # not reached yet
-SCHEDULED = "scheduled"  # has a due time: a delay, a date or a retry
-WAITING_STATUS = "waiting"  # a gate before executing, or a wait after executing (a reply, a sub-flow)
-READY = "ready"  # released by a completed gate or a manual retry; executes in the next wave
-STEP_DONE = "done"
-STEP_FAILED = "failed"
-SKIPPED = "skipped"
-CANCELLED = "cancelled"
-TERMINAL = frozenset({STEP_DONE, STEP_FAILED, SKIPPED, CANCELLED})
+# step statuses, run statuses and wait types (one spelling each: engine/state.py)
+PENDING = StepStatus.PENDING
+SCHEDULED = StepStatus.SCHEDULED
+WAITING_STATUS = StepStatus.WAITING
+READY = StepStatus.READY
+STEP_DONE = StepStatus.DONE
+STEP_FAILED = StepStatus.FAILED
+SKIPPED = StepStatus.SKIPPED
+CANCELLED = StepStatus.CANCELLED
+TERMINAL = TERMINAL_STEP_STATUSES
 
-# run statuses (the Flow Run's Select options)
-RUN_RUNNING = "Running"
-RUN_WAITING = "Waiting"
-RUN_COMPLETED = "Completed"
-RUN_FAILED = "Failed"
-RUN_CANCELLED = "Cancelled"
-FINISHED_RUN_STATUSES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
-
-# wait types
-GATE = "gate"
-SUB_FLOW = "sub_flow"
+RUN_RUNNING = RunStatus.RUNNING
+RUN_WAITING = RunStatus.WAITING
+RUN_COMPLETED = RunStatus.COMPLETED
+RUN_FAILED = RunStatus.FAILED
+RUN_CANCELLED = RunStatus.CANCELLED
 
 # decisions
 EXECUTE = "execute"
@@ -429,6 +431,13 @@ class _Run:
 		try:
 			if kind.evaluate is not None:
 				return kind.evaluate(payload, context)
+			problems = kind.rendered_problems(payload)
+			if problems:
+				# the same check for a real run and a dry run: this payload can never be carried out
+				return Outcome.failed(
+					"; ".join(f"{pointer.lstrip('/') or 'payload'}: {message}" for pointer, message in problems),
+					retryable=False,
+				)
 			return self.host.execute(step, payload, context, attempt)
 		except StepError as e:
 			return Outcome.failed(str(e), retryable=e.retryable)
@@ -507,8 +516,9 @@ class _Run:
 		"""A fatal failure stops the run: park every open step so a retry can restore it."""
 		for step_id, entry in self.state.items():
 			if entry.get("status") in (SCHEDULED, WAITING_STATUS, READY):
-				keep = {k: entry[k] for k in ("status", "due_at", "scheduled_for", "wait") if k in entry}
-				entry["suspended"] = keep
+				# parked, not waiting: a sub-flow or a reply that ends now must not resume it
+				keep = {k: entry.pop(k) for k in ("due_at", "scheduled_for", "wait") if k in entry}
+				entry["suspended"] = {"status": entry["status"], **keep}
 				entry["status"] = CANCELLED
 				self.clear_timer(step_id)
 

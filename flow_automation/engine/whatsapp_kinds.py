@@ -344,6 +344,19 @@ def check_send(payload: Mapping[str, Any]) -> Problems:
 	return problems
 
 
+def preflight_send(payload: Mapping[str, Any]) -> Problems:
+	"""A rendered message that could never be sent: an unusable number, or one over Meta's
+	limits once its values are known. National numbers pass here (the host reads them with
+	the sending account's country)."""
+	to = str(payload.get("to") or "").strip()
+	if to.startswith("+") or (to.isdigit() and len(to) > 10):
+		try:
+			normalize_number(to)
+		except InvalidPhoneNumber as e:
+			return [("/to", f"{to!r} is not a usable phone number: {e.reason}")]
+	return check_send(payload)  # Meta's limits, now on the real values
+
+
 def _check_media_payload(payload: Mapping[str, Any], mode: str) -> Problems:
 	media_type = media_type_of(payload)
 	if mode == "media" and not media_type:
@@ -694,6 +707,7 @@ catalog.register(
 			"parameters": ["{{ doc.customer_name }}", "{{ doc.name }}"],
 		},
 		check=check_send,
+		preflight=preflight_send,
 	)
 )
 
@@ -716,7 +730,10 @@ catalog.register(
 			"timeout_hours": 24,
 		},
 		branches=ask_branches,
+		fixed_branches=ASK_OUTCOME_BRANCHES,
+		payload_branches="one per button id or list row id",
 		waits=lambda payload: True,
+		preflight=lambda payload: preflight_send(question_payload(payload)),
 		check=check_ask,
 		resume=resume_ask,
 	)

@@ -14,6 +14,7 @@ import pytest
 from flow_automation.engine import planner
 from flow_automation.engine.outcome import Outcome, StepError
 from flow_automation.engine.planner import EngineError, Event, advance, plan
+from flow_automation.engine.state import waits_for_child
 from flow_automation.engine.validation import parse_definition
 
 NOW = dt.datetime(2024, 3, 1, 9, 0, 0)
@@ -537,6 +538,31 @@ def test_retry_steps_reopens_a_failed_step_and_restores_parked_steps():
 		events=[Event("gate", "complete", {})],
 	)
 	assert done.status == planner.RUN_COMPLETED
+
+
+def test_a_fatal_failure_parks_a_sub_flow_wait_so_the_child_cannot_resume_it():
+	definition = flow(
+		{"id": "child", "kind": "start_flow", "payload": {"template": "Child", "wait": True}},
+		notify("boom"),
+	)
+	host = Host(
+		{
+			"child": lambda payload, context, attempt: Outcome.waiting(planner.SUB_FLOW, run="RUN-2"),
+			"boom": raise_error("down", retryable=False),
+		}
+	)
+	failed = run(definition, host)
+	assert failed.status == planner.RUN_FAILED
+	parked = failed.step_state["child"]
+	assert parked["status"] == "cancelled"
+	assert "wait" not in parked  # nothing left that says "waiting for RUN-2"
+	assert not waits_for_child(failed.step_state, "child", "RUN-2")
+	with pytest.raises(EngineError, match="is not waiting"):
+		run(definition, Host(), state=failed.step_state, events=[Event("child", "complete", {})])
+
+	# a retry of the failed step brings the wait back
+	reopened = planner.retry_steps(definition, failed.step_state, ["boom"])
+	assert waits_for_child(reopened, "child", "RUN-2")
 
 
 def test_retry_steps_refuses_steps_that_have_not_failed():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_examples import example_flow
 
 from flow_automation.engine.cli import main
 from flow_automation.engine.definition import extract_definition
@@ -19,7 +20,7 @@ from flow_automation.engine.validation import parse_definition
 
 REPO = Path(__file__).resolve().parents[2]
 QUOTATION_FIXTURE = REPO / "fixtures" / "quotation_follow_up.json"
-_SHARED_EXAMPLE = Path("/work/shared/examples/flows/quotation_follow_up.json")
+_SHARED_EXAMPLE = example_flow("quotation_follow_up.json")
 # the shared example is the spec; the repo's fixture is the same flow where the spec is absent
 EXAMPLE = _SHARED_EXAMPLE if _SHARED_EXAMPLE.exists() else QUOTATION_FIXTURE
 FIXTURES = sorted(str(p) for p in (REPO / "fixtures").glob("*.json"))
@@ -346,3 +347,61 @@ def test_cli_as_a_real_process(tmp_path):
 	bad_doc = run_cli("simulate", str(QUOTATION_FIXTURE), "--doc", "{nope")
 	assert bad_doc.returncode == 2
 	assert "--doc" in bad_doc.stderr
+
+
+# --- a dry run applies the runtime's checks to rendered payloads --------------------------
+
+
+def _one_step(kind: str, payload: dict[str, Any]):
+	return parse_definition({"steps": [{"id": "s", "kind": kind, "payload": payload}]})
+
+
+@pytest.mark.parametrize(
+	("kind", "payload", "error"),
+	[
+		("send_whatsapp", {"to": "{{ doc.mobile_no }}", "text": "Hi"}, "to: rendered to an empty value"),
+		(
+			"send_whatsapp",
+			{"to": "{{ doc.phone }}", "text": "Hi"},
+			"to: '+1 555 01' is not a usable phone number",
+		),
+		(
+			"send_whatsapp",
+			{"to": "+16505551234", "text": "{{ doc.essay }}"},
+			"text: text body 'xxx",
+		),
+		("ask", {"to": "{{ contact.number }}", "text": "How was it?"}, "to: rendered to an empty value"),
+		("notify", {"to": ["{{ doc.owner }}"], "subject": "Hi"}, "to: rendered to no values"),
+		("assign", {"assign_to": ["{{ doc.owner }}"]}, "assign_to: rendered to no values"),
+		("webhook", {"url": "{{ variables.hook }}"}, "url: rendered to an empty value"),
+		("start_flow", {"template": "{{ variables.next }}"}, "template: rendered to an empty value"),
+	],
+)
+def test_a_step_whose_rendered_payload_cannot_run_fails_in_the_dry_run(kind, payload, error):
+	result = simulate(
+		_one_step(kind, payload), doc={"name": "X", "phone": "+1 555 01", "essay": "x" * 5000}, start=START
+	)
+	assert result.status == "Failed"
+	[entry] = [e for e in result.timeline if e.step_id == "s"]
+	assert entry.action == "failed"
+	assert entry.error.startswith(error)
+	assert result.calls == []  # the host was never asked to carry it out
+
+
+def test_a_step_whose_payload_renders_fine_is_executed_in_the_dry_run():
+	result = simulate(
+		_one_step("send_whatsapp", {"to": "{{ doc.mobile_no }}", "text": "Hi"}),
+		doc={"name": "X", "mobile_no": "+16505551234"},
+		start=START,
+	)
+	assert result.status == "Completed"
+	assert [c["payload"]["to"] for c in result.calls] == ["+16505551234"]
+
+
+def test_catalog_shows_what_each_kind_offers_not_its_example(capsys):
+	assert main(["catalog"]) == 0
+	lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:1].strip()}
+	assert lines["switch"].endswith("branches: default, (one per value in cases)")
+	assert lines["condition"].endswith("branches: yes, no")
+	assert lines["ask"].endswith("branches: answered, invalid, timeout, (one per button id or list row id)")
+	assert lines["notify"].endswith("branches: -")

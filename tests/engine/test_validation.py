@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from shared_examples import EXAMPLE_FLOWS, example_params, needs_shared_examples
 
 from flow_automation.engine import catalog
 from flow_automation.engine.definition import extract_definition
@@ -20,7 +21,7 @@ from flow_automation.engine.validation import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = Path("/work/shared/examples/flows")
+EXAMPLES = EXAMPLE_FLOWS
 FIXTURES = sorted((REPO / "fixtures").glob("*.json"))
 EMAIL = {"to": ["a@example.com"], "subject": "Hello"}
 
@@ -478,17 +479,12 @@ def examples_with_known_kinds() -> list[str]:
 	return names
 
 
-needs_shared_examples = pytest.mark.skipif(
-	not EXAMPLES.is_dir(), reason="the shared examples (/work/shared/examples/flows) are not here"
-)
-
-
 @needs_shared_examples
 def test_quotation_follow_up_uses_only_catalog_kinds():
 	assert "quotation_follow_up.json" in examples_with_known_kinds()
 
 
-@pytest.mark.parametrize("name", examples_with_known_kinds())
+@pytest.mark.parametrize("name", example_params(examples_with_known_kinds()))
 def test_shared_examples_with_known_kinds_are_valid(name):
 	assert validate_definition(load_example(name)) == []
 

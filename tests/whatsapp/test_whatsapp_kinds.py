@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import wa_testkit  # makes the repository importable
+from shared_examples import EXAMPLE_FLOWS, example_params, needs_shared_examples
 
 from flow_automation.channels.whatsapp import MessageValidationError, limits
 from flow_automation.engine import catalog
@@ -31,9 +32,9 @@ from flow_automation.engine.whatsapp_kinds import (
 	resume_ask,
 )
 
-EXAMPLES = Path("/work/shared/examples/flows")
+EXAMPLES = EXAMPLE_FLOWS
 NOW = dt.datetime(2026, 3, 1, 9, 0)
-needs_examples = pytest.mark.skipif(not EXAMPLES.is_dir(), reason="shared examples are not here")
+needs_examples = needs_shared_examples
 
 
 def send(**payload):
@@ -53,19 +54,24 @@ def test_both_kinds_are_in_the_catalog():
 	assert catalog.get_kind("send_whatsapp").group == "Messaging"
 	ask = catalog.get_kind("ask")
 	assert ask.waits({}) is True and ask.resume is resume_ask and not ask.is_pure
-	assert ask.describe()["static_branches"] == ["yes", "no", ANSWERED, INVALID, TIMEOUT]
+	# what every ask offers, and what its payload adds: not the example's buttons
+	assert ask.describe()["branches"] == {
+		"fixed": [ANSWERED, INVALID, TIMEOUT],
+		"from_payload": "one per button id or list row id",
+	}
 
 
-@needs_examples
 @pytest.mark.parametrize(
 	"name",
-	[
-		"customer_onboarding.json",
-		"keyword_menu_bot.json",
-		"partner_run_dispatcher.json",
-		"parallel_campaign.json",
-		"quotation_follow_up.json",
-	],
+	example_params(
+		[
+			"customer_onboarding.json",
+			"keyword_menu_bot.json",
+			"partner_run_dispatcher.json",
+			"parallel_campaign.json",
+			"quotation_follow_up.json",
+		]
+	),
 )
 def test_every_shared_example_validates(name):
 	definition, _ = extract_definition(json.loads((EXAMPLES / name).read_text()))

@@ -143,11 +143,12 @@
 			const esc = frappe.utils.escape_html;
 			const lines = [`<b>${esc(__(kind.label))}</b>: ${esc(__(kind.description))}`];
 			if (kind.output) lines.push(`${__("Output")}: <code>${esc(kind.output)}</code>`);
-			if (kind.static_branches && kind.static_branches.length) {
+			const branches = kind.branches || {};
+			if ((branches.fixed && branches.fixed.length) || branches.from_payload) {
+				const parts = (branches.fixed || []).map((b) => `<code>${esc(b)}</code>`);
+				if (branches.from_payload) parts.push(esc(__(branches.from_payload)));
 				lines.push(
-					`${__("Branches")}: ${kind.static_branches
-						.map((b) => `<code>${esc(b)}</code>`)
-						.join(" ")} <span class="text-muted">${__(
+					`${__("Branches")}: ${parts.join(", ")} <span class="text-muted">${__(
 						"(children choose one in their Branch field)"
 					)}</span>`
 				);
