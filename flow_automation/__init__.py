@@ -6,6 +6,6 @@ def dispatch_event(event, doc=None, variables=None, **kwargs):
 
 	For other apps' code: `flow_automation.dispatch_event("production_run.assigned", doc=run)`.
 	"""
-	from flow_automation.triggers import dispatch_event as _dispatch
+	from flow_automation.triggers import dispatch_event as _dispatch  # on use: importing the app stays cheap
 
 	return _dispatch(event, doc=doc, variables=variables, **kwargs)

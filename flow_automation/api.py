@@ -15,28 +15,11 @@ from frappe import _
 from frappe.rate_limiter import rate_limit
 
 from flow_automation import runtime
-from flow_automation.engine import catalog
-from flow_automation.engine.definition import STEP_TRIGGERS, extract_definition
-from flow_automation.engine.validation import definition_json_schema
-from flow_automation.engine.validation import validate_definition as _validate
-
-FLOW_USER_ROLES = ("Flow User", "Flow Manager", "System Manager")
-FLOW_MANAGER_ROLES = ("Flow Manager", "System Manager")
-
-
-def require_roles(roles: tuple[str, ...]) -> None:
-	"""PermissionError (403) unless the session user has one of `roles`.
-
-	Not `frappe.only_for`: that one lets everything through while tests run.
-	"""
-	if frappe.session.user == "Administrator":
-		return
-	if set(roles).isdisjoint(frappe.get_roles()):
-		frappe.throw(
-			_("This action needs one of these roles: {0}").format(", ".join(roles)),
-			frappe.PermissionError,
-			title=_("Not Permitted"),
-		)
+from flow_automation.engine import STEP_TRIGGERS, all_kinds, definition_json_schema, extract_definition
+from flow_automation.engine import validate_definition as _validate
+from flow_automation.roles import FLOW_MANAGER_ROLES, FLOW_USER_ROLES, requires_roles
+from flow_automation.triggers import dispatch_event as dispatch
+from flow_automation.triggers import queue_run
 
 
 def _require_run(run: str, ptype: str = "read") -> None:
@@ -103,6 +86,7 @@ def _run_summary(run: str) -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def start(
 	template: str,
 	reference_doctype: str | None = None,
@@ -115,7 +99,6 @@ def start(
 
 	The run advances in a background job after commit, or in this request with `run_now`.
 	"""
-	require_roles(FLOW_USER_ROLES)
 	_require_template(template)
 	_require_document(reference_doctype, reference_name)
 	name = runtime.start_run(
@@ -131,18 +114,18 @@ def start(
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def advance(run: str) -> dict[str, Any]:
 	"""Advance a run now: fire whatever is due and execute ready steps."""
-	require_roles(FLOW_USER_ROLES)
 	_require_run(run, "read")
 	runtime.advance_run(run)
 	return _run_summary(run)
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def complete(run: str, step: str, result: dict | str | None = None) -> dict[str, Any]:
 	"""Complete a waiting `manual` or `on_webhook` step; `result` becomes `steps.<step>.output`."""
-	require_roles(FLOW_USER_ROLES)
 	_require_run(run, "read")
 	if not step or not isinstance(step, str):
 		frappe.throw(_("step: give the id of the waiting step"), frappe.ValidationError)
@@ -151,18 +134,18 @@ def complete(run: str, step: str, result: dict | str | None = None) -> dict[str,
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def cancel(run: str, reason: str | None = None) -> dict[str, Any]:
 	"""Cancel a run, its open steps and its active sub-flows."""
-	require_roles(FLOW_USER_ROLES)
 	_require_run(run, "read")
 	runtime.cancel_run(run, reason)
 	return _run_summary(run)
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def retry(run: str, steps: list | str) -> dict[str, Any]:
 	"""Retry the chosen failed steps of a run."""
-	require_roles(FLOW_USER_ROLES)
 	_require_run(run, "read")
 	if isinstance(steps, str) and not steps.strip().startswith("["):
 		steps = [s.strip() for s in steps.split(",") if s.strip()]
@@ -174,9 +157,9 @@ def retry(run: str, steps: list | str) -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def validate_definition(definition: dict | str) -> dict[str, Any]:
 	"""Validate a definition (or a template export); returns every problem found."""
-	require_roles(FLOW_USER_ROLES)
 	raw = _json_arg(definition, "definition")
 	if raw is None:
 		frappe.throw(_("definition: give a flow definition as a JSON object"), frappe.ValidationError)
@@ -186,6 +169,7 @@ def validate_definition(definition: dict | str) -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_MANAGER_ROLES)
 def simulate(
 	template: str,
 	reference_doctype: str | None = None,
@@ -195,7 +179,6 @@ def simulate(
 ) -> dict[str, Any]:
 	"""Dry-run a template against a real document: executes inside a savepoint with outbound
 	calls recorded, delays fast-forwarded, then rolls everything back. Returns the trace."""
-	require_roles(FLOW_MANAGER_ROLES)
 	_require_template(template)
 	_require_document(reference_doctype, reference_name)
 	result = runtime.simulate_template(
@@ -209,17 +192,18 @@ def simulate(
 
 
 @frappe.whitelist()
+@requires_roles(FLOW_USER_ROLES)
 def get_step_catalog() -> dict[str, Any]:
 	"""The step kinds, step triggers and the definition JSON schema, for the Desk editor."""
-	require_roles(FLOW_USER_ROLES)
 	return {
-		"kinds": [kind.describe() for kind in catalog.all_kinds()],
+		"kinds": [kind.describe() for kind in all_kinds()],
 		"triggers": list(STEP_TRIGGERS),
 		"schema": definition_json_schema(),
 	}
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def dispatch_event(
 	event: str,
 	reference_doctype: str | None = None,
@@ -228,9 +212,6 @@ def dispatch_event(
 	dedup_key: str | None = None,
 ) -> dict[str, Any]:
 	"""Raise a named business event for external callers; returns the runs it queued."""
-	from flow_automation.triggers import dispatch_event as dispatch
-
-	require_roles(FLOW_USER_ROLES)
 	doc = None
 	if _require_document(reference_doctype, reference_name):
 		doc = frappe.get_doc(reference_doctype, reference_name)
@@ -239,24 +220,22 @@ def dispatch_event(
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_USER_ROLES)
 def start_many(template: str, reference_doctype: str, names: list | str) -> dict[str, Any]:
 	"""Start one run per document (the list view's bulk "Run Flow" action)."""
-	from flow_automation.triggers import queue_run
-
-	require_roles(FLOW_USER_ROLES)
 	_require_template(template)
 	if isinstance(names, str) and not names.strip().startswith("["):
 		names = [n.strip() for n in names.split(",") if n.strip()]
 	names = _json_arg(names, "names", list) or []
 	if len(names) > 500:
 		frappe.throw(_("names: at most 500 documents per call"), frappe.ValidationError)
+	info = runtime.template_info(template)
+	# every document first: a bad one starts nothing
+	for name in names:
+		runtime.check_document(info, reference_doctype, name)
+		frappe.has_permission(reference_doctype, "read", name, throw=True)
 	runs = []
 	for name in names:
-		if not frappe.db.exists(reference_doctype, name):
-			frappe.throw(
-				_("names: {0} {1} does not exist").format(reference_doctype, name), frappe.ValidationError
-			)
-		frappe.has_permission(reference_doctype, "read", name, throw=True)
 		run = queue_run(
 			template,
 			reference_doctype=reference_doctype,
@@ -285,8 +264,6 @@ def webhook_trigger(**body_fields: Any) -> dict[str, Any]:
 	import hmac
 
 	from frappe.utils.password import get_decrypted_password
-
-	from flow_automation.triggers import queue_run
 
 	# from the query string only: the JSON body is the caller's payload and may hold any keys
 	args = frappe.request.args if frappe.request else {}

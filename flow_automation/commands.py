@@ -1,4 +1,8 @@
-"""Bench commands: `bench --site S flow-automation <command>`."""
+"""Bench commands: `bench --site S flow-automation <command>`.
+
+The bench CLI imports every app's commands at start-up, before any site is chosen: each
+command imports what it needs when it runs, so `bench` stays quick.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import click
 import frappe
 from frappe.commands import get_site, pass_context
+from frappe.utils import strip_html
 
 
 def _connect(context) -> None:
@@ -23,8 +28,11 @@ def flow_automation() -> None:
 @click.option("--path", help="folder of flow JSON files (default: the app's fixtures/)")
 @pass_context
 def seed_templates(context, path=None):
-	"""Load the app's system flow templates (idempotent)."""
-	from flow_automation.flow_automation.doctype.flow_template.flow_template import seed_templates as seed
+	"""Load flow files as templates (idempotent): the app's system templates, or --path's.
+
+	Templates loaded this way are system templates (they cannot be deleted, only disabled or
+	duplicated) unless the file says "is_system": false."""
+	from flow_automation.portable import seed_templates as seed
 
 	_connect(context)
 	try:
@@ -112,13 +120,16 @@ def simulate(context, template, doc=None, variables=None, answers=None, as_json=
 				raise click.ClickException("--doc takes DOCTYPE/NAME, e.g. --doc ToDo/abc123")
 			reference_doctype, reference_name = doc.split("/", 1)
 		frappe.set_user("Administrator")
-		result = simulate_template(
-			template,
-			reference_doctype=reference_doctype,
-			reference_name=reference_name,
-			variables=json.loads(variables) if variables else None,
-			answers=json.loads(answers) if answers else None,
-		)
+		try:
+			result = simulate_template(
+				template,
+				reference_doctype=reference_doctype,
+				reference_name=reference_name,
+				variables=json.loads(variables) if variables else None,
+				answers=json.loads(answers) if answers else None,
+			)
+		except (frappe.ValidationError, frappe.DoesNotExistError) as e:
+			raise click.ClickException(strip_html(str(e)))
 		frappe.db.rollback()
 		if as_json:
 			click.echo(json.dumps(result.as_dict(), indent=1, default=str))

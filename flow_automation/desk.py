@@ -13,16 +13,19 @@ import frappe
 from frappe import _
 from frappe.utils import add_days, add_to_date, cint, flt, now_datetime, nowdate
 
-from flow_automation.api import FLOW_MANAGER_ROLES, FLOW_USER_ROLES, require_roles
+from flow_automation.roles import FLOW_MANAGER_ROLES, FLOW_USER_ROLES, requires_roles
+
+# The minute cron, as hooks.py registers it (its Scheduled Job Type has this method).
+CRON_METHOD = "flow_automation.scheduler.every_minute"
 
 # Overdue = still Pending this long after its due time: the minute cron should have fired it.
 OVERDUE_GRACE_MINUTES = 5
 
 
 @frappe.whitelist()
+@requires_roles(FLOW_USER_ROLES)
 def export_template(name: str) -> dict[str, Any]:
 	"""The template as a portable JSON file (Flow Template `as_export()`), for download."""
-	require_roles(FLOW_USER_ROLES)
 	if not name or not frappe.db.exists("Flow Template", name):
 		frappe.throw(
 			_("Flow Template {0} does not exist").format(frappe.bold(name)), frappe.DoesNotExistError
@@ -32,13 +35,13 @@ def export_template(name: str) -> dict[str, Any]:
 
 
 @frappe.whitelist()
+@requires_roles(FLOW_MANAGER_ROLES)
 def get_scheduler_status() -> dict[str, Any]:
 	"""Whether delayed steps will fire on time on this site, and what to do if not.
 
-	The minute cron (`flow_automation.scheduler.run_due`) only runs when the scheduler is
-	enabled and not paused, and a dormant site runs scheduled jobs once a day (DESIGN §10).
+	The minute cron (`CRON_METHOD`) only runs when the scheduler is enabled and not paused,
+	and a dormant site runs scheduled jobs once a day (DESIGN §10).
 	"""
-	require_roles(FLOW_MANAGER_ROLES)
 	frappe.has_permission("Flow Automation Settings", "read", throw=True)
 	from frappe.utils.scheduler import is_dormant, is_scheduler_disabled
 
@@ -52,9 +55,7 @@ def get_scheduler_status() -> dict[str, Any]:
 		"dormant_days": cint(frappe.get_system_settings("dormant_days")) or 4,
 		# Frappe never treats a developer-mode site as dormant, so the check above is moot there.
 		"developer_mode": bool(frappe.conf.developer_mode),
-		"last_cron_run": frappe.db.get_value(
-			"Scheduled Job Type", {"method": "flow_automation.scheduler.run_due"}, "last_execution"
-		),
+		"last_cron_run": frappe.db.get_value("Scheduled Job Type", {"method": CRON_METHOD}, "last_execution"),
 		**pending_counts(now_datetime()),
 	}
 	status["problems"] = scheduler_problems(status)
@@ -141,9 +142,9 @@ def scheduler_problems(status: dict[str, Any]) -> list[dict[str, str]]:
 
 
 @frappe.whitelist()
+@requires_roles(FLOW_USER_ROLES)
 def failure_rate_card(filters: str | dict | None = None) -> dict[str, Any]:
 	"""Number Card (type Custom): share of runs of the last 7 days that failed, in percent."""
-	require_roles(FLOW_USER_ROLES)
 	frappe.has_permission("Flow Run", "read", throw=True)
 	since = add_days(nowdate(), -7)
 	finished = frappe.get_all(

@@ -28,7 +28,7 @@ scheduler_events = {
 		"* * * * *": [
 			"flow_automation.scheduler.every_minute",
 			# inbound WhatsApp rows a lost job left unprocessed (the webhook's outbox)
-			"flow_automation.whatsapp.inbound.drain",
+			"flow_automation.whatsapp.routing.drain",
 		],
 	},
 }
@@ -46,6 +46,13 @@ doc_events = {
 }
 
 boot_session = "flow_automation.triggers.boot_session"
+
+# Called with a `flow_automation.runtime.FinishedRun` whenever a run completes, fails or is
+# cancelled (each in its own savepoint; a failing callback is logged). Other apps may add theirs.
+flow_run_finished = [
+	"flow_automation.failures.on_run_finished",
+	"flow_automation.whatsapp.conversations.on_run_finished",
+]
 
 # A run refers to its document; that must not stop anyone from deleting the document.
 ignore_links_on_delete = ["Flow Run", "Flow Step Log"]

@@ -2,10 +2,7 @@
 
 import frappe
 
-ROLES = {
-	"Flow Manager": "Builds and edits flow templates.",
-	"Flow User": "Starts, completes and follows flow runs.",
-}
+from flow_automation.roles import ROLES
 
 
 def after_install() -> None:

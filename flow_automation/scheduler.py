@@ -17,6 +17,12 @@ from typing import Any
 import frappe
 from frappe.utils import add_to_date, now_datetime
 
+from flow_automation.engine import restored_timers
+from flow_automation.runtime import RunNotFound, add_timers, advance_run, fail_run
+from flow_automation.settings import is_paused, setting
+from flow_automation.transaction import commit, enqueue, separately
+from flow_automation.triggers import drain_outbox, fire_schedules
+
 MAX_CLAIMS = 5
 DEADLOCK_RETRIES = 3
 DEFAULT_LEASE_SECONDS = 1800
@@ -25,22 +31,12 @@ FIRE_JOB_TIMEOUT = 600  # seconds; the lease must stay longer than this
 RUNS_PER_JOB = 20
 
 
-def _settings() -> dict[str, Any]:
-	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
-		get_settings,
-	)
-
-	return get_settings()
-
-
-def _commit() -> None:
-	# Tests run in one transaction that is rolled back at the end; never commit there.
-	if not frappe.flags.in_test:
-		frappe.db.commit()
-
-
 def lease_seconds() -> int:
-	return max(int(_settings().get("lease_seconds") or DEFAULT_LEASE_SECONDS), FIRE_JOB_TIMEOUT + 60)
+	return max(int(setting("lease_seconds", DEFAULT_LEASE_SECONDS)), FIRE_JOB_TIMEOUT + 60)
+
+
+def batch_size() -> int:
+	return int(setting("claim_batch_size", DEFAULT_BATCH))
 
 
 def begin_claim_transaction() -> None:
@@ -64,7 +60,7 @@ def claim_due(now: dt.datetime | None = None, limit: int | None = None) -> list[
 	right after, as `run_due` does.
 	"""
 	now = now or now_datetime()
-	limit = limit or int(_settings().get("claim_batch_size") or DEFAULT_BATCH)
+	limit = limit or batch_size()
 	table = frappe.qb.DocType("Flow Step Pending")
 	due = (
 		frappe.qb.from_(table)
@@ -107,19 +103,14 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 	`inline=True` fires in this process (the `run-due` bench command); otherwise each run
 	gets a background job.
 	"""
-	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
-		is_paused,
-	)
-
 	if is_paused():
 		return 0
 	now = now or now_datetime()
 	claimed_total = 0
 	while True:
-		if not frappe.flags.in_test:
-			begin_claim_transaction()
+		begin_claim_transaction()
 		claimed = claim_due(now)
-		_commit()
+		commit()
 		if not claimed:
 			break
 		claimed_total += len(claimed)
@@ -139,43 +130,28 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 		batches = list(by_run.items())
 		for start in range(0, len(batches), RUNS_PER_JOB):
 			batch = batches[start : start + RUNS_PER_JOB]
-			frappe.enqueue(
+			enqueue(
 				"flow_automation.scheduler.fire_due_many",
-				queue="default",
 				timeout=FIRE_JOB_TIMEOUT,
 				# The claim already makes this job the rows' only owner. No RQ deduplication: a
 				# worker killed mid-job leaves its job "started" until RQ's clean-up, and the
 				# re-claim's job would be dropped as a duplicate of it.
 				job_id=f"flow_automation:fire:{batch[0][1][0]}:{claim_count[batch[0][1][0]]}",
-				now=frappe.flags.in_test,
 				batch=batch,
 			)
-		if len(claimed) < int(_settings().get("claim_batch_size") or DEFAULT_BATCH):
+		if len(claimed) < batch_size():
 			break
 	return claimed_total
 
 
 def every_minute() -> None:
 	"""The minute cron: schedules, due steps, and Queued runs a lost job left behind."""
-	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
-		is_paused,
-	)
-	from flow_automation.triggers import drain_outbox, fire_schedules
-
 	if is_paused():
 		return
 	now = now_datetime()
 	# Each part on its own: a broken schedule must not stop delayed steps from firing.
 	for part in (fire_schedules, run_due, drain_outbox):
-		try:
-			part(now)
-			_commit()
-		except Exception:
-			if frappe.flags.in_test:
-				raise
-			frappe.db.rollback()
-			frappe.log_error(title=f"Flow Automation cron: {part.__name__} failed")
-			frappe.db.commit()
+		separately(lambda: part(now), title=f"Flow Automation cron: {part.__name__} failed")
 
 
 def fire_due_many(batch: list[tuple[str, list[str]]]) -> None:
@@ -184,13 +160,7 @@ def fire_due_many(batch: list[tuple[str, list[str]]]) -> None:
 	One run's failure is logged and leaves its rows to the lease; the others still fire.
 	"""
 	for run, pending in batch:
-		try:
-			fire_due(run, pending)
-		except Exception:
-			if frappe.flags.in_test:
-				raise
-			frappe.log_error(title=f"Flow Run {run}: firing due steps failed")
-			frappe.db.commit()
+		separately(lambda: fire_due(run, pending), title=f"Flow Run {run}: firing due steps failed")
 
 
 def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> None:
@@ -200,8 +170,6 @@ def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> No
 	transaction back, so trying again is safe; anything else leaves the rows Running for
 	the lease to expire and the next claim to retry.
 	"""
-	from flow_automation.runtime import RunNotFound, advance_run
-
 	table = frappe.qb.DocType("Flow Step Pending")
 	for attempt in range(1, DEADLOCK_RETRIES + 1):
 		try:
@@ -218,32 +186,28 @@ def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> No
 			).run()
 			if result is not None:
 				reschedule_early_rows(run, pending, result)
-			_commit()
+			commit()
 			return
 		except frappe.QueryDeadlockError:
-			if frappe.flags.in_test or attempt == DEADLOCK_RETRIES:
+			if attempt == DEADLOCK_RETRIES:
 				raise
 			frappe.db.rollback()
 			time.sleep(0.05 * 2**attempt)
 		except Exception as e:
-			if frappe.flags.in_test:
-				raise
+			# the rows stay Running: their lease runs out and the next claim tries again
 			frappe.db.rollback()
 			(
 				frappe.qb.update(table)
 				.set(table.last_error, f"{type(e).__name__}: {e}"[:1000])
 				.where(table.name.isin(pending))
 			).run()
-			_commit()
+			commit()
 			raise
 
 
 def reschedule_early_rows(run: str, fired: list[str], result: Any) -> None:
 	"""A row fired before its step was due by the run's own clock (a row edited by hand, clocks
 	that disagree) must not be spent: put a timer back for every open step that lost its own."""
-	from flow_automation.engine.planner import restored_timers
-	from flow_automation.runtime import add_timers
-
 	table = frappe.qb.DocType("Flow Step Pending")
 	open_rows = (
 		frappe.qb.from_(table)
@@ -258,8 +222,6 @@ def reschedule_early_rows(run: str, fired: list[str], result: Any) -> None:
 
 def give_up(rows: list[dict[str, Any]]) -> None:
 	"""Rows claimed MAX_CLAIMS times never finished (a crashing worker): fail them and their runs."""
-	from flow_automation.runtime import fail_run
-
 	table = frappe.qb.DocType("Flow Step Pending")
 	(
 		frappe.qb.update(table)
@@ -271,4 +233,4 @@ def give_up(rows: list[dict[str, Any]]) -> None:
 		fail_run(
 			run, f"a due step was claimed {MAX_CLAIMS} times and never finished (worker crash or timeout)"
 		)
-	_commit()
+	commit()

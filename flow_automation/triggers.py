@@ -23,7 +23,11 @@ import frappe
 from frappe import _
 from frappe.utils import add_days, add_to_date, get_datetime, getdate, now_datetime
 
-from flow_automation.engine.conditions import ConditionError, evaluate
+from flow_automation.engine import ConditionError, evaluate_condition
+from flow_automation.roles import FLOW_USER_ROLES, has_any_role
+from flow_automation.runtime import ActiveRunExists, create_run, depth_of_caller, enqueue_start, kick
+from flow_automation.settings import is_paused, max_recursion_depth
+from flow_automation.transaction import commit, quiet_messages, separately
 
 INDEX_KEY = "flow_automation:trigger_index"
 NAMED_EVENTS = "__named_events__"
@@ -146,7 +150,7 @@ def _condition_holds(spec: Mapping[str, Any], context: Mapping[str, Any]) -> boo
 	if not condition:
 		return True
 	try:
-		return evaluate(condition, context)
+		return evaluate_condition(condition, context)
 	except ConditionError as e:
 		frappe.log_error(title=f"Flow trigger condition of {spec['name']}", message=str(e))
 		return False
@@ -157,11 +161,6 @@ def _dedup(*parts: Any) -> str:
 
 
 # --- the outbox --------------------------------------------------------------------------------
-
-
-def current_depth() -> int:
-	"""Depth of the flow whose step is running now (0 outside flows)."""
-	return int(frappe.local.flags.get("flow_automation_depth") or 0)
 
 
 def queue_run(
@@ -179,53 +178,42 @@ def queue_run(
 	Returns the run name, or None when a guard rail said no (duplicate event, one active
 	run per document, recursion depth).
 	"""
-	from flow_automation import runtime
-	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
-		get_settings,
-	)
-
-	depth = current_depth() + 1 if frappe.local.flags.get("flow_automation_depth") is not None else 0
-	max_depth = int(get_settings().get("max_recursion_depth") or 5)
+	caller = depth_of_caller()
+	depth = 0 if caller is None else caller + 1
+	max_depth = max_recursion_depth()
 	if depth > max_depth:
 		frappe.log_error(
 			title=f"Flow {template} not started: recursion depth",
 			message=f"A flow step triggered {template} at depth {depth}; the limit is {max_depth}.",
 		)
 		return None
-	messages_before = len(frappe.local.message_log)
 	try:
-		name = runtime.start_run(
-			template,
-			reference_doctype=reference_doctype,
-			reference_name=reference_name,
-			variables=variables,
-			trigger=trigger,
-			contact=contact,
-			depth=depth,
-			dedup_key=dedup_key,
-			advance="none",
-		)
+		with quiet_messages():
+			name = create_run(
+				template,
+				reference_doctype=reference_doctype,
+				reference_name=reference_name,
+				variables=variables,
+				trigger=trigger,
+				contact=contact,
+				depth=depth,
+				dedup_key=dedup_key,
+			)
 	except (frappe.DuplicateEntryError, frappe.UniqueValidationError):
 		return None  # the same event, delivered again
-	except runtime.ActiveRunExists:
-		del frappe.local.message_log[messages_before:]
+	except ActiveRunExists:
 		return None  # one active run per document: this one is still going
-	except frappe.ValidationError as e:
+	except (frappe.ValidationError, frappe.DoesNotExistError) as e:
 		# e.g. the template was disabled or deleted a moment ago: never break the caller's save
-		del frappe.local.message_log[messages_before:]
 		frappe.log_error(title=f"Flow {template} not started", message=str(e))
 		return None
-	runtime.kick(name)
+	kick(name)
 	return name
 
 
 def drain_outbox(now: dt.datetime | None = None, grace_seconds: int = OUTBOX_GRACE_SECONDS) -> int:
 	"""Kick Queued runs older than the grace period (their after-commit job was lost, the
 	kill switch held them, or a concurrency limit made them wait)."""
-	from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
-		is_paused,
-	)
-
 	if is_paused():
 		return 0
 	now = now or now_datetime()
@@ -238,8 +226,6 @@ def drain_outbox(now: dt.datetime | None = None, grace_seconds: int = OUTBOX_GRA
 		.limit(OUTBOX_BATCH)
 		.run(pluck=True)
 	)
-	from flow_automation.runtime import enqueue_start
-
 	for run in queued:
 		enqueue_start(run)
 	return len(queued)
@@ -359,7 +345,10 @@ def _schedule_specs() -> list[dict[str, Any]]:
 def fire_schedules(now: dt.datetime | None = None) -> list[str]:
 	"""Start the runs of every schedule due at `now` (site time zone); returns run names.
 
-	A schedule that was due several times while the site was down fires once.
+	A schedule that was due several times while the site was down fires once. The cron owns
+	this transaction: each schedule's slot is claimed and committed before it fires, and each
+	fires on its own, so a broken one (bad filters, a field that went away) is logged, is
+	not retried every minute, and never stops the others.
 	"""
 	now = (now or now_datetime()).replace(microsecond=0)
 	runs: list[str] = []
@@ -367,18 +356,9 @@ def fire_schedules(now: dt.datetime | None = None) -> list[str]:
 		slot = _due_slot(spec, now)
 		if slot is None or not _claim_slot(spec["name"], slot):
 			continue
-		savepoint = "flow_schedule_" + frappe.generate_hash(length=8)
-		frappe.db.savepoint(savepoint)
-		try:
-			if spec["trigger_type"] == "Schedule":
-				runs += _fire_cron(spec, slot)
-			else:
-				runs += _fire_days(spec, slot)
-		except Exception:
-			# one broken template (bad filters, a field that went away) must not stop the others;
-			# its slot stays claimed, so it is not retried every minute either
-			frappe.db.rollback(save_point=savepoint)
-			frappe.log_error(title=f"Flow schedule of {spec['name']} failed")
+		commit()
+		fire = _fire_cron if spec["trigger_type"] == "Schedule" else _fire_days
+		separately(lambda: runs.extend(fire(spec, slot)), title=f"Flow schedule of {spec['name']} failed")
 	return runs
 
 
@@ -467,8 +447,7 @@ def _start_for_documents(
 			)
 			if run:
 				runs.append(run)
-		if not frappe.flags.in_test:
-			frappe.db.commit()  # one batch per transaction: a huge schedule never holds locks for long
+		commit()  # one batch per transaction: a huge schedule never holds locks for long
 	return runs
 
 
@@ -492,8 +471,7 @@ def manual_templates() -> dict[str, list[str]]:
 
 
 def boot_session(bootinfo: Any) -> None:
-	roles = set(frappe.get_roles())
-	if frappe.session.user == "Administrator" or roles & {"Flow User", "Flow Manager", "System Manager"}:
+	if has_any_role(FLOW_USER_ROLES):
 		bootinfo.flow_automation_manual = manual_templates()
 
 

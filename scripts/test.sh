@@ -99,10 +99,20 @@ else
 				|| { red "migrate failed (see /tmp/flow_automation_migrate.log)"; tail -20 /tmp/flow_automation_migrate.log; exit 2; }
 			echo "$schema" > "$marker"
 		fi
-		# the Desk tests drive a real Chromium through Playwright (test-only; skipped loudly if absent)
-		if ! "$bench/env/bin/python" -c "import playwright.sync_api" 2>/dev/null; then
-			"$bench/env/bin/pip" install -q --disable-pip-version-check "playwright==1.65.2" \
-				|| yellow "could not install playwright: the Desk browser tests will be skipped"
+		# Test dependencies, as `bench setup requirements --dev` installs them: every app's
+		# [tool.bench.dev-dependencies] (Frappe's test helpers need freezegun, hypothesis, ...;
+		# ours list playwright for the Desk tests). Only when an app's list changed.
+		devdeps_stamp="$bench/env/.flow_automation_devdeps-$(cat "$bench"/apps/*/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)"
+		if [ ! -f "$devdeps_stamp" ]; then
+			# shellcheck disable=SC2046
+			"$bench/env/bin/pip" install -q --disable-pip-version-check $("$bench/env/bin/python" - "$bench/apps" <<'PY'
+import pathlib, sys, tomllib
+for pyproject in sorted(pathlib.Path(sys.argv[1]).glob("*/pyproject.toml")):
+	deps = tomllib.loads(pyproject.read_text()).get("tool", {}).get("bench", {}).get("dev-dependencies", {})
+	for name, spec in deps.items():
+		print(f"{name}{spec}")
+PY
+			) && touch "$devdeps_stamp" || { red "installing the apps' dev-dependencies failed"; exit 2; }
 		fi
 		if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 			(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \

@@ -7,7 +7,7 @@ themselves when their module loads), so every reader sees the same kinds.
 """
 
 # The kinds: the one loader. Channel kinds register with catalog.register on import.
-from flow_automation.engine import whatsapp_kinds as _whatsapp_kinds  # noqa: F401
+from flow_automation.engine import whatsapp_kinds as _whatsapp_kinds
 from flow_automation.engine.catalog import StepKind, all_kinds, get_kind, kind_names
 from flow_automation.engine.conditions import ConditionError, check_condition
 from flow_automation.engine.conditions import evaluate as evaluate_condition

@@ -4,6 +4,7 @@
     flow-automation simulate FILE [--doc JSON] [--variables JSON] [--answers JSON] [--start DATETIME] [--json]
     flow-automation schema          # the JSON schema of a definition
     flow-automation catalog         # the step kinds
+    flow-automation fake-graph      # a stand-in for Meta's Graph API on loopback
 
 A FILE holds a bare definition or a template export (`{"template_name", "trigger",
 "definition"}`). JSON options take inline JSON or `@path/to/file.json`.
@@ -15,10 +16,12 @@ import argparse
 import datetime as dt
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flow_automation.channels.whatsapp import FakeGraphAPI
 from flow_automation.engine import catalog
 from flow_automation.engine.definition import extract_definition
 from flow_automation.engine.render import format_datetime, parse_datetime
@@ -173,6 +176,38 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 	return 0
 
 
+def cmd_fake_graph(args: argparse.Namespace) -> int:
+	"""Serve a stand-in for Meta's Graph API on loopback and print every request it receives."""
+
+	def show(request: Any) -> None:
+		body = (
+			request.json
+			if request.json is not None
+			else (request.form or request.body.decode("utf-8", "replace"))
+		)
+		print(
+			json.dumps({"method": request.method, "path": request.path, "body": body}, default=str),
+			flush=True,
+		)
+
+	graph = FakeGraphAPI(host=args.host, port=args.port, on_request=show)
+	if args.templates:
+		data = json.loads(Path(args.templates).read_text())
+		graph.add_templates(args.waba, list(data.get("data", data) if isinstance(data, dict) else data))
+	with graph:
+		print(
+			f"Fake Graph API on {graph.base_url}: set a WhatsApp Account's Base URL to it. "
+			"Sends answer with a wamid; Ctrl+C stops.",
+			file=sys.stderr,
+			flush=True,
+		)
+		try:
+			while True:
+				time.sleep(3600)
+		except KeyboardInterrupt:
+			return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
 	parser = argparse.ArgumentParser(
 		prog="flow-automation", description="Validate and dry-run flow definitions."
@@ -195,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
 	p.set_defaults(func=cmd_schema)
 	p = sub.add_parser("catalog", help="list the step kinds")
 	p.set_defaults(func=cmd_catalog)
+	p = sub.add_parser(
+		"fake-graph", help="serve a stand-in for Meta's Graph API on loopback, printing what it receives"
+	)
+	p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+	p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+	p.add_argument("--templates", help="message templates to list, as Graph JSON ({data: [...]} or a list)")
+	p.add_argument("--waba", default="0", help="the WhatsApp Business Account id those templates belong to")
+	p.set_defaults(func=cmd_fake_graph)
 	return parser
 
 

@@ -435,7 +435,9 @@ class _Run:
 			if problems:
 				# the same check for a real run and a dry run: this payload can never be carried out
 				return Outcome.failed(
-					"; ".join(f"{pointer.lstrip('/') or 'payload'}: {message}" for pointer, message in problems),
+					"; ".join(
+						f"{pointer.lstrip('/') or 'payload'}: {message}" for pointer, message in problems
+					),
 					retryable=False,
 				)
 			return self.host.execute(step, payload, context, attempt)

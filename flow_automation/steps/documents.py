@@ -7,8 +7,8 @@ from typing import Any
 import frappe
 from frappe import _
 
-from flow_automation.engine.outcome import StepError
-from flow_automation.steps import StepCall
+from flow_automation.engine import StepError
+from flow_automation.steps.base import StepCall, handles
 
 # Fields a flow must never set directly.
 PROTECTED_FIELDS = frozenset(
@@ -38,6 +38,7 @@ def target_document(call: StepCall) -> tuple[str, str]:
 	return run.reference_doctype, run.reference_name
 
 
+@handles("create_document")
 def create_document(call: StepCall) -> dict[str, Any]:
 	doctype = call.payload["doctype"]
 	fields = dict(call.payload["fields"])
@@ -51,6 +52,7 @@ def create_document(call: StepCall) -> dict[str, Any]:
 	return {"doctype": doctype, "name": doc.name}
 
 
+@handles("update_document")
 def update_document(call: StepCall) -> dict[str, Any]:
 	doctype, name = target_document(call)
 	fields = dict(call.payload["fields"])
@@ -64,16 +66,15 @@ def update_document(call: StepCall) -> dict[str, Any]:
 	return {"doctype": doctype, "name": name, "changed": changed}
 
 
+@handles("assign")
 def assign(call: StepCall) -> dict[str, Any]:
 	from frappe.desk.form.assign_to import add
 
 	doctype, name = target_document(call)
-	users = [u for u in call.payload["assign_to"] if u]
+	users = [u.strip() for u in call.payload["assign_to"] if u and u.strip()]  # never empty (preflight)
 	for user in users:
 		if not frappe.db.exists("User", user):
 			raise StepError(f"assign_to: user {user!r} does not exist", retryable=False)
-	if not users:
-		raise StepError("assign_to rendered to no users", retryable=False)
 	add(
 		{
 			"assign_to": users,

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import frappe
 import requests
 
-from flow_automation.engine.outcome import StepError
-from flow_automation.steps import StepCall
+from flow_automation.engine import StepError
+from flow_automation.steps.base import StepCall, handles
 
 MAX_RESPONSE_BYTES = 32 * 1024
 DEFAULT_TIMEOUT_SECONDS = 10
@@ -53,6 +53,7 @@ def check_target(url: str) -> None:
 			)
 
 
+@handles("webhook")
 def webhook(call: StepCall) -> dict[str, Any]:
 	payload = call.payload
 	method = (payload.get("method") or "POST").upper()

@@ -7,8 +7,8 @@ from typing import Any
 import frappe
 from frappe.utils import validate_email_address
 
-from flow_automation.engine.outcome import StepError
-from flow_automation.steps import StepCall
+from flow_automation.engine import StepError
+from flow_automation.steps.base import StepCall, handles
 
 
 def _email_for(recipient: str) -> str:
@@ -53,12 +53,11 @@ def system_notification(users: list[str], subject: str, body: str, doctype: str,
 		).insert(ignore_permissions=True)
 
 
+@handles("notify")
 def notify(call: StepCall) -> dict[str, Any]:
 	payload = call.payload
 	channel = payload.get("channel") or "email"
-	recipients = [r for r in payload.get("to") or [] if r and r.strip()]
-	if not recipients:
-		raise StepError("to rendered to no recipients", retryable=False)
+	recipients = [r for r in payload["to"] if r and r.strip()]  # never empty (the planner's preflight)
 	subject = payload["subject"]
 	body = payload.get("body") or ""
 	run = call.run

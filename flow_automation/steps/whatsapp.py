@@ -1,22 +1,23 @@
 """WhatsApp steps: `send_whatsapp`, `ask`, and the effects an `ask` requests while it waits.
 
-The kinds themselves (payloads, branches, what a reply means) are in
-`engine/whatsapp_kinds.py`; sending is `whatsapp/outbound.py`. Handlers only connect them
+The kinds themselves (payloads, branches, what a reply means) are in the engine
+(`engine/whatsapp_kinds.py`); sending is `whatsapp/outbound.py`. Handlers only connect them
 to the run: idempotency key, trigger document, dry runs, the conversation pointer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import frappe
 from frappe.utils import get_datetime, now_datetime
 
-from flow_automation.engine.outcome import Outcome
-from flow_automation.engine.whatsapp_kinds import ask_wait, question_payload
-from flow_automation.steps import StepCall
+from flow_automation.engine import Outcome, ask_wait, question_payload
+from flow_automation.steps.base import StepCall, handles
+from flow_automation.transaction import isolated
 from flow_automation.whatsapp import conversations
-from flow_automation.whatsapp.outbound import Delivery, send
+from flow_automation.whatsapp.outbound import Delivery, send, was_sent
 
 
 def _delivery(call: StepCall, key: str | None = None) -> Delivery:
@@ -33,17 +34,25 @@ def _delivery(call: StepCall, key: str | None = None) -> Delivery:
 	)
 
 
+@handles("send_whatsapp")
 def send_whatsapp(call: StepCall) -> dict[str, Any] | Outcome:
 	"""Send the step's message once (retries and re-advances return the first send)."""
 	return send(call.payload, _delivery(call))
 
 
+@handles("ask")
 def ask(call: StepCall) -> Outcome:
-	"""Send the question, then wait for the contact's reply (pointer on their conversation)."""
+	"""Send the question, then wait for the contact's reply (pointer on their conversation).
+
+	A contact who opted out is not asked: the step is done without an answer, and none of
+	its answer branches runs.
+	"""
 	delivery = _delivery(call)
 	sent = send(question_payload(call.payload), delivery)
 	if isinstance(sent, Outcome):
 		return sent
+	if not was_sent(sent):
+		return Outcome.done({"answer": None, **sent})
 	outcome = ask_wait(
 		call.payload,
 		delivery.now,
@@ -60,6 +69,7 @@ def ask(call: StepCall) -> Outcome:
 	return outcome
 
 
+@handles("ask:reprompt")
 def reprompt(call: StepCall) -> None:
 	"""Effect `ask:reprompt`: ask again after an invalid answer (interactive questions re-sent)."""
 	effect = call.payload
@@ -69,11 +79,11 @@ def reprompt(call: StepCall) -> None:
 		payload["to"] = effect.get("to")
 	if effect.get("account"):
 		payload["account"] = effect["account"]
-	_effect(
-		call, lambda: send(payload, _delivery(call, key=effect.get("key") or f"{call.idempotency_key}:retry"))
-	)
+	key = effect.get("key") or f"{call.idempotency_key}:retry"
+	_effect(call, lambda: send(payload, _delivery(call, key=key)))
 
 
+@handles("ask:release")
 def release(call: StepCall) -> None:
 	"""Effect `ask:release`: the ask stopped waiting; free the contact's conversation."""
 	if call.dry_run or not call.payload.get("to"):
@@ -81,22 +91,13 @@ def release(call: StepCall) -> None:
 	_effect(call, lambda: conversations.release_waiting(call.payload["to"], call.run.name, call.step.id))
 
 
-def _effect(call: StepCall, work: Any) -> None:
+def _effect(call: StepCall, work: Callable[[], Any]) -> None:
 	# Effects run while a reply is being applied: a failure here must not lose the reply, so
 	# it is rolled back on its own and logged instead of raised.
-	savepoint = "wa_effect_" + frappe.generate_hash(length=8)
-	frappe.db.savepoint(savepoint)
-	try:
+	title = f"WhatsApp: {call.payload.get('type')} for {call.run.name}/{call.step.id} failed"
+	with isolated() as block:
 		result = work()
-	except Exception:
-		frappe.db.rollback(save_point=savepoint)
-		frappe.log_error(
-			title=f"WhatsApp: {call.payload.get('type')} for {call.run.name}/{call.step.id} failed"
-		)
-		return
-	frappe.db.release_savepoint(savepoint)
-	if isinstance(result, Outcome) and result.status == "failed":
-		frappe.log_error(
-			title=f"WhatsApp: {call.payload.get('type')} for {call.run.name}/{call.step.id} failed",
-			message=result.error,
-		)
+	if block.failed:
+		frappe.log_error(title=title, message=block.traceback)
+	elif isinstance(result, Outcome) and result.status == "failed":
+		frappe.log_error(title=title, message=result.error)

@@ -10,11 +10,10 @@ import json
 
 import frappe
 from frappe.tests.test_api import make_request
-from frappe.tests.utils import FrappeTestCase
 from frappe.utils import get_test_client
 
 from flow_automation import runtime
-from flow_automation.tests.utils import make_template, unique
+from flow_automation.tests.utils import FlowTestCase, make_template, unique
 
 PREFIX = "flow-api-test"
 USERS = {
@@ -42,7 +41,7 @@ MANAGER_ONLY = (
 )
 
 
-class TestFlowAPI(FrappeTestCase):
+class TestFlowAPI(FlowTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()

@@ -7,18 +7,17 @@ import json
 import subprocess
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 from frappe.utils import add_to_date, now_datetime
 
 from flow_automation import runtime
-from flow_automation.tests.utils import bench_command, make_template, make_todo, unique
+from flow_automation.tests.utils import FlowTestCase, bench_command, make_template, make_todo, unique
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
 	return bench_command("flow-automation", *args)
 
 
-class TestBenchCommands(FrappeTestCase):
+class TestBenchCommands(FlowTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()

@@ -24,11 +24,10 @@ import urllib.request
 from urllib.parse import quote
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 from flow_automation import runtime
 from flow_automation.engine import catalog
-from flow_automation.tests.utils import make_template
+from flow_automation.tests.utils import FlowTestCase, make_template
 
 CHROMIUM = os.environ.get("FLOW_DESK_UI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -200,7 +199,7 @@ class DeskServer:
 			self.log.close()
 
 
-class TestDeskUI(FrappeTestCase):
+class TestDeskUI(FlowTestCase):
 	@classmethod
 	def setUpClass(cls):
 		reason = missing_browser_tools()
@@ -686,14 +685,16 @@ class TestDeskUI(FrappeTestCase):
 		self.screenshot("settings")
 
 
-class TestDeskServerMethods(FrappeTestCase):
+class TestDeskServerMethods(FlowTestCase):
 	"""flow_automation.desk: the server side of the Desk UI (no browser needed)."""
 
 	def setUp(self):
+		super().setUp()
 		self.template = make_template(STEPS[:2], variables={"tier": "gold"})
 
 	def tearDown(self):
 		frappe.set_user("Administrator")
+		super().tearDown()
 
 	def test_export_template_is_the_portable_file(self):
 		from flow_automation.desk import export_template

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 from frappe.utils import add_to_date, now_datetime
 
 from flow_automation import runtime
 from flow_automation.scheduler import run_due
 from flow_automation.tests.utils import (
+	FlowTestCase,
 	RecordingServer,
 	ensure_email_account,
 	logs,
@@ -32,17 +32,6 @@ def start(template, doc=None, **kw) -> str:
 		advance="now",
 		**kw,
 	)
-
-
-class FlowTestCase(FrappeTestCase):
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		ensure_email_account()
-
-	def tearDown(self):
-		frappe.db.rollback()
-		frappe.set_user("Administrator")
 
 
 class TestStepKinds(FlowTestCase):

@@ -13,7 +13,7 @@ import frappe
 from frappe.utils import add_to_date, get_datetime
 
 from flow_automation import runtime
-from flow_automation.flow_automation.doctype.flow_template.flow_template import template_values_from_export
+from flow_automation.portable import template_values_from_export
 from flow_automation.scheduler import run_due
 from flow_automation.tests.utils import make_template, state, step_status
 from flow_automation.tests.whatsapp_utils import (

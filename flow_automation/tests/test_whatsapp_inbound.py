@@ -23,7 +23,7 @@ from flow_automation.tests.whatsapp_utils import (
 	wamid,
 )
 from flow_automation.triggers import clear_trigger_cache
-from flow_automation.whatsapp import conversations, inbound
+from flow_automation.whatsapp import conversations, early_statuses, routing, webhook
 
 
 def tiny_jpeg() -> bytes:
@@ -64,21 +64,21 @@ class TestStorage(WhatsAppTestCase):
 		body = inbound_message("forged")
 		raw, _ = signed(body)
 		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
-		self.assertEqual(inbound.receive(raw, "sha256=" + "0" * 64)[0], 403)
-		self.assertEqual(inbound.receive(raw, None)[0], 403)
-		self.assertEqual(inbound.receive(raw, signed(body, "another-secret")[1])[0], 403)
+		self.assertEqual(webhook.receive(raw, "sha256=" + "0" * 64)[0], 403)
+		self.assertEqual(webhook.receive(raw, None)[0], 403)
+		self.assertEqual(webhook.receive(raw, signed(body, "another-secret")[1])[0], 403)
 		self.assertFalse(frappe.db.exists("WhatsApp Message", {"wamid": message_id}))
 
 	def test_every_shared_sample_is_accepted(self):
 		for path in sorted(SAMPLES.glob("*.json")):
 			raw = path.read_bytes()
 			with self.subTest(sample=path.name):
-				self.assertEqual(inbound.receive(raw, signed(raw)[1]), (200, "OK"))
+				self.assertEqual(webhook.receive(raw, signed(raw)[1]), (200, "OK"))
 		self.assertTrue(frappe.db.exists("WhatsApp Message", {"wamid": "wamid.MALFORMED.BADTS"}))
 		self.assertTrue(frappe.db.exists("Error Log", {"method": ("like", "WhatsApp webhook%")}))
 
 	def test_a_signed_body_that_is_not_json_is_acknowledged_and_logged(self):
-		self.assertEqual(inbound.receive(b"not json at all", signed(b"not json at all")[1]), (200, "OK"))
+		self.assertEqual(webhook.receive(b"not json at all", signed(b"not json at all")[1]), (200, "OK"))
 
 	def test_batches_route_each_message_to_the_number_it_was_sent_to(self):
 		other = make_account(self.graph, "WA Test Other", phone_number_id="106540352299999", is_default=0)
@@ -143,8 +143,6 @@ class TestStatuses(WhatsAppTestCase):
 		self.assertFalse(frappe.db.exists("WhatsApp Message", {"wamid": "wamid.NOT.OURS"}))
 
 	def test_a_status_that_beats_the_sends_commit_is_applied_when_it_commits(self):
-		from flow_automation.whatsapp import inbound
-
 		_, message_id = send_run(self.template)
 		early = message_id + ".early"
 		# Meta reports a failure for a message whose send has not committed yet
@@ -152,11 +150,11 @@ class TestStatuses(WhatsAppTestCase):
 		row = frappe.copy_doc(frappe.get_doc("WhatsApp Message", message_row(message_id).name))
 		row.update({"wamid": early, "idempotency_key": early, "status": "Sent", "error_code": 0})
 		row.insert(ignore_permissions=True)  # ...and now it has
-		inbound.after_send(early)
+		early_statuses.after_send(early)
 		self.assertEqual(self.status(early), "Failed")
 		self.assertEqual(message_row(early).error_code, 131026)
 		self.assertEqual(conversation().undeliverable, 1)
-		self.assertIsNone(frappe.cache.get_value(inbound._early_key(early), expires=True))
+		self.assertEqual(early_statuses.take(early), [])  # applied, and gone from Redis
 
 	def test_template_status_updates_reach_synced_templates(self):
 		frappe.get_doc(
@@ -188,9 +186,11 @@ class TestOptOut(WhatsAppTestCase):
 		self.assertEqual(self.sent()[-1]["text"]["body"], "You will not hear from us again.")
 		template = make_template([{"id": "send", "kind": "send_whatsapp", "payload": TEMPLATE_SEND}]).name
 		run = runtime.start_run(template, variables={"phone": CONTACT}, advance="now")
-		self.assertIn("opted out", state(run)["send"]["error"])
+		self.assertEqual(state(run)["send"]["output"]["reason"], "opted_out")
+		sent_before = len(self.sent())
 		deliver(inbound_message("START"))
 		self.assertEqual(conversation().opted_out, 0)
+		self.assertEqual(len(self.sent()), sent_before + 1)
 		self.assertEqual(self.sent()[-1]["text"]["body"], "Welcome back!")
 
 	def test_opt_out_words_are_configurable(self):
@@ -283,10 +283,10 @@ class TestProcessing(WhatsAppTestCase):
 		raw, _ = signed(body)
 		from flow_automation.channels.whatsapp import parse_webhook
 
-		inbound.store_messages(parse_webhook(raw).messages, self.account.as_dict())  # stored, never processed
+		webhook.store_messages(parse_webhook(raw).messages, self.account.as_dict())  # stored, never processed
 		self.assertEqual(message_row(message_id).processing_status, "Pending")
-		self.assertEqual(inbound.drain(now=now_datetime()), 0)  # still within its grace period
-		self.assertEqual(inbound.drain(now=add_to_date(now_datetime(), minutes=2)), 1)
+		self.assertEqual(routing.drain(now=now_datetime()), 0)  # still within its grace period
+		self.assertEqual(routing.drain(now=add_to_date(now_datetime(), minutes=2)), 1)
 		self.assertEqual(message_row(message_id).processing_status, "Done")
 
 	def test_a_failure_is_stored_on_the_row_and_logged(self):

@@ -8,7 +8,7 @@ import frappe
 from frappe.utils import add_to_date, now_datetime
 
 from flow_automation import runtime
-from flow_automation.engine.definition import Step
+from flow_automation.engine import Step
 from flow_automation.steps import StepCall
 from flow_automation.steps.whatsapp import send_whatsapp
 from flow_automation.tests.utils import make_template, state
@@ -207,13 +207,39 @@ class TestSendWhatsApp(WhatsAppTestCase):
 		self.assertIn("undeliverable", error(second))
 		self.assertEqual(len(self.sent()), 1)
 
-	def test_opted_out_contacts_get_nothing(self):
+	def test_opted_out_contacts_get_nothing_and_the_run_goes_on(self):
 		conversations.ensure(CONTACT)
 		conversations.set_opted_out(CONTACT, True)
-		run = start(one_step(TEMPLATE_SEND), run_name="R")
-		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")
-		self.assertIn("opted out", error(run))
+		template = make_template(
+			[
+				{"id": "send", "kind": "send_whatsapp", "payload": TEMPLATE_SEND},
+				{
+					"id": "after",
+					"kind": "set_variables",
+					"depends_on": ["send"],
+					"payload": {"variables": {"x": "1"}},
+				},
+			],
+			options={"max_consecutive_failures": 1},
+		).name
+		run = start(template, run_name="R")
+		# the contact's choice, not the flow's failure: nothing sent, no alert, no circuit breaker
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed", error(run))
+		self.assertEqual(
+			output(run),
+			{
+				"sent": False,
+				"reason": "opted_out",
+				"to": CONTACT,
+				"note": f"{CONTACT} opted out of WhatsApp messages",
+			},
+		)
+		self.assertEqual(state(run)["after"]["status"], "done")
 		self.assertEqual(self.sent(), [])
+		self.assertEqual(
+			frappe.db.get_value("Flow Template", template, ["enabled", "consecutive_failures"]), (1, 0)
+		)
+		self.assertFalse(frappe.db.exists("WhatsApp Message", {"run": run}))
 
 	def test_unknown_recipients_can_be_refused(self):
 		payload = {**TEMPLATE_SEND, "only_known_contacts": True}

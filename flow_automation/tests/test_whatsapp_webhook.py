@@ -12,11 +12,11 @@ import json
 
 import frappe
 from frappe.tests.test_api import make_request
-from frappe.tests.utils import FrappeTestCase
 from frappe.utils import get_test_client
 from frappe.utils.background_jobs import get_queue
 
 from flow_automation.channels.whatsapp import FakeGraphAPI
+from flow_automation.tests.utils import FlowTestCase
 from flow_automation.tests.whatsapp_utils import (
 	SAMPLES,
 	TOKEN,
@@ -26,15 +26,15 @@ from flow_automation.tests.whatsapp_utils import (
 	signed,
 	status_update,
 )
-from flow_automation.whatsapp import accounts, inbound
+from flow_automation.whatsapp import accounts, routing
 
 URL = "/api/method/flow_automation.whatsapp.api.webhook"
 NUMBER = "+16505550199"
 ACCOUNT = "WA Webhook Test"
-JOB = "flow_automation.whatsapp.inbound.process_delivery"
+JOB = "flow_automation.whatsapp.routing.process_delivery"
 
 
-class TestWebhookRequests(FrappeTestCase):
+class TestWebhookRequests(FlowTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
@@ -103,7 +103,7 @@ class TestWebhookRequests(FrappeTestCase):
 		)
 		self.assertEqual((row.processing_status, row.account), ("Pending", ACCOUNT))
 		self.assertTrue(_queued_jobs([message_id]))
-		inbound.process_delivery(wamids=[message_id])  # what the worker does with that job
+		routing.process_delivery(wamids=[message_id])  # what the worker does with that job
 		self.assertEqual(
 			frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, "processing_status"), "Done"
 		)

@@ -12,10 +12,110 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import frappe
+from frappe.tests.utils import FrappeTestCase
 
-from flow_automation.flow_automation.doctype.flow_template.flow_template import template_values_from_export
+from flow_automation.portable import template_values_from_export
+from flow_automation.settings import clear_settings_cache
+from flow_automation.triggers import clear_trigger_cache
+from flow_automation.whatsapp.accounts import clear_account_cache
 
 TEST_EMAIL_ACCOUNT = "Flow Automation Test Outgoing"
+
+
+# What the code under test may write and commit (jobs, the cron and the webhook own their
+# transactions, as in production): deleted after every test, committed or not.
+WRITTEN_BY_TESTS = (
+	"Flow Template",
+	"Flow Template Step",
+	"Flow Template Version",
+	"Flow Run",
+	"Flow Step Log",
+	"Flow Step Pending",
+	"WhatsApp Account",
+	"WhatsApp Message",
+	"WhatsApp Template",
+	"WhatsApp Conversation",
+	"Flow Test Order",
+	"ToDo",
+	"Note",
+	"Notification Log",
+	"Email Queue",
+	"Email Queue Recipient",
+	"Error Log",
+	"Comment",
+	"Communication",
+	"File",
+	"Contact",
+	"Contact Phone",
+	"Contact Email",
+	"Version",
+)
+
+
+def table_rows() -> dict[str, set[str]]:
+	"""The names of every row of `WRITTEN_BY_TESTS` now (what a test's clean-up keeps)."""
+	return {
+		doctype: set(frappe.db.sql_list(f"select name from `tab{doctype}`"))
+		for doctype in WRITTEN_BY_TESTS
+		if frappe.db.table_exists(doctype)
+	}
+
+
+def delete_rows_added_since(before: dict[str, set[str]]) -> None:
+	"""Remove every row of `WRITTEN_BY_TESTS` not in `before`, and the caches built on them.
+
+	By name, not by time: tests travel in time (freeze_time) and their rows with them.
+	"""
+	frappe.db.rollback()
+	for doctype, kept in before.items():
+		added = [name for name in frappe.db.sql_list(f"select name from `tab{doctype}`") if name not in kept]
+		for start in range(0, len(added), 500):
+			frappe.db.sql(f"delete from `tab{doctype}` where name in %s", (added[start : start + 500],))
+	frappe.db.commit()
+	clear_trigger_cache()
+	clear_account_cache()
+	clear_settings_cache()
+
+
+# This app's tables on the test site hold only what tests wrote: emptied once per test
+# process, so rows a killed test run left behind cannot disturb this one.
+OWN_TABLES = tuple(d for d in WRITTEN_BY_TESTS if d.startswith(("Flow ", "WhatsApp ")))
+_slate_cleaned = False
+
+
+def clean_slate() -> None:
+	global _slate_cleaned
+	if _slate_cleaned:
+		return
+	frappe.db.rollback()
+	for doctype in OWN_TABLES:
+		if frappe.db.table_exists(doctype):
+			frappe.db.sql(f"delete from `tab{doctype}`")
+	frappe.db.commit()
+	_slate_cleaned = True
+
+
+class FlowTestCase(FrappeTestCase):
+	"""A test on a real site whose code under test may commit, as background jobs, the cron
+	and the webhook do in production: whatever a test (or its class set-up) writes is deleted
+	afterwards, committed or not."""
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		clean_slate()
+		ensure_email_account()
+		cls.addClassCleanup(delete_rows_added_since, table_rows())
+
+	def setUp(self):
+		super().setUp()
+		self._rows_before = table_rows()
+		frappe.db.rollback()  # no snapshot held over from here: the test sees what other processes commit
+
+	def tearDown(self):
+		frappe.set_user("Administrator")
+		delete_rows_added_since(self._rows_before)
+		super().tearDown()
 
 
 def unique(prefix: str = "Test Flow") -> str:

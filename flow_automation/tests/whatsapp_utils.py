@@ -14,13 +14,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 from frappe.utils import get_system_timezone, now_datetime
 
 from flow_automation.channels.whatsapp import FakeGraphAPI, sign
-from flow_automation.tests.utils import ensure_email_account
+from flow_automation.tests.utils import FlowTestCase, ensure_email_account
 from flow_automation.triggers import clear_trigger_cache
-from flow_automation.whatsapp import accounts, inbound
+from flow_automation.whatsapp import accounts, webhook
 
 TOKEN = "EAAG-test-access-token-0123456789"
 APP_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -155,7 +154,7 @@ def signed(body: dict[str, Any] | bytes, secret: str = APP_SECRET) -> tuple[byte
 def deliver(body: dict[str, Any] | bytes, secret: str = APP_SECRET) -> tuple[int, str]:
 	"""Post a signed delivery through the webhook's own code (its job runs inline in tests)."""
 	raw, signature = signed(body, secret)
-	return inbound.receive(raw, signature)
+	return webhook.receive(raw, signature)
 
 
 def message_row(message_id: str) -> Any:
@@ -175,7 +174,7 @@ def open_window(number: str = CONTACT, account: str = "WA Test Main", at: dt.dat
 	)
 
 
-class WhatsAppTestCase(FrappeTestCase):
+class WhatsAppTestCase(FlowTestCase):
 	"""A loopback Graph API for the class and a fresh default account for every test."""
 
 	@classmethod
@@ -190,6 +189,7 @@ class WhatsAppTestCase(FrappeTestCase):
 		super().tearDownClass()
 
 	def setUp(self):
+		super().setUp()
 		self.graph.reset()
 		clear_trigger_cache()
 		self.account = make_account(self.graph)
@@ -199,6 +199,7 @@ class WhatsAppTestCase(FrappeTestCase):
 		frappe.set_user("Administrator")
 		accounts.clear_account_cache()
 		clear_trigger_cache()
+		super().tearDown()
 
 	def sent(self) -> list[dict[str, Any]]:
 		return self.graph.sent_messages

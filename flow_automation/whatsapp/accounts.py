@@ -16,7 +16,7 @@ from frappe import _
 from frappe.utils.password import get_decrypted_password
 
 from flow_automation.channels.whatsapp import CloudAPIClient
-from flow_automation.engine.outcome import StepError
+from flow_automation.engine import StepError
 
 ACCOUNTS_KEY = "flow_automation:whatsapp_accounts"
 ACCOUNT_FIELDS = (

@@ -11,8 +11,9 @@ from typing import Any
 import frappe
 from werkzeug.wrappers import Response
 
-from flow_automation.api import FLOW_MANAGER_ROLES, require_roles
-from flow_automation.whatsapp import inbound
+from flow_automation.roles import FLOW_MANAGER_ROLES, requires_roles
+from flow_automation.whatsapp import templates
+from flow_automation.whatsapp.webhook import receive, subscribe
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 
@@ -30,12 +31,12 @@ def webhook() -> Response:
 	"""
 	if frappe.request.method == "GET":
 		try:
-			return _text(*inbound.subscribe(dict(frappe.form_dict)))
+			return _text(*subscribe(dict(frappe.form_dict)))
 		except Exception:
 			frappe.log_error(title="WhatsApp webhook: subscription check failed")
 			return _text(403, "Forbidden")
 	try:
-		return _text(*inbound.receive(frappe.request.get_data(), frappe.get_request_header(SIGNATURE_HEADER)))
+		return _text(*receive(frappe.request.get_data(), frappe.get_request_header(SIGNATURE_HEADER)))
 	except Exception:
 		frappe.db.rollback()
 		# Acknowledged but not stored: the raw body goes to the Error Log so nothing is lost.
@@ -50,11 +51,9 @@ def webhook() -> Response:
 
 
 @frappe.whitelist(methods=["POST"])
+@requires_roles(FLOW_MANAGER_ROLES)
 def sync_templates(account: str | None = None) -> dict[str, Any]:
 	"""Sync message templates from Meta for one account (or all); counts per account."""
-	require_roles(FLOW_MANAGER_ROLES)
 	if account:
 		frappe.has_permission("WhatsApp Account", "write", account, throw=True)
-	from flow_automation.whatsapp import templates
-
 	return templates.sync(account=account)

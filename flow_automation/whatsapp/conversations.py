@@ -131,3 +131,16 @@ def waiting_step(conversation: frappe._dict | None, now: dt.datetime) -> tuple[s
 	if conversation.waiting_until and get_datetime(conversation.waiting_until) <= now:
 		return None
 	return conversation.waiting_run, conversation.waiting_step
+
+
+def on_run_finished(run: Any) -> None:
+	"""The `flow_run_finished` hook: a finished run waits for no one's reply any more."""
+	table = frappe.qb.DocType(DOCTYPE)
+	(
+		frappe.qb.update(table)
+		.set(table.waiting_run, None)
+		.set(table.waiting_step, None)
+		.set(table.waiting_since, None)
+		.set(table.waiting_until, None)
+		.where(table.waiting_run == run.name)
+	).run()

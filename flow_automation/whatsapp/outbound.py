@@ -13,9 +13,11 @@ that key, which survives a rolled-back transaction. A retried or re-advanced ste
 either and returns the earlier send without calling Meta. A POST that may have reached
 Meta (a timeout after writing) is never retried automatically.
 
-Errors come back as `Outcome.failed` rather than exceptions, so the Failed message row and
-the conversation flags written on the way stay (the runtime rolls back a step's savepoint
-only when its handler raises).
+One way to fail: `send` never raises. A message that cannot go comes back as
+`Outcome.failed` (the Failed message row and the conversation flags written on the way
+stay: the runtime rolls back a step's savepoint only when its handler raises). A contact
+who opted out is not a failure: nothing is sent and the output says so (`was_sent` is
+False, `reason` says why).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from flow_automation.channels.whatsapp import (
 	window_problem,
 )
 from flow_automation.channels.whatsapp.status import to_frappe_status
-from flow_automation.engine.outcome import Outcome, StepError
-from flow_automation.engine.whatsapp_kinds import (
+from flow_automation.engine import (
+	Outcome,
+	StepError,
 	content_fingerprint,
 	dedup_minutes,
 	fallback_payload,
@@ -50,7 +53,7 @@ from flow_automation.engine.whatsapp_kinds import (
 	message_body,
 	send_mode,
 )
-from flow_automation.whatsapp import accounts, conversations, inbound, pacing
+from flow_automation.whatsapp import accounts, conversations, early_statuses, pacing
 
 MESSAGE = "WhatsApp Message"
 SENT_MARKER_SECONDS = 14 * 24 * 3600
@@ -200,8 +203,23 @@ def _upload_file(client: Any, file_ref: str) -> tuple[str, str]:
 	return client.upload_media(content, mime, file.file_name or "file"), file.file_name
 
 
+OPTED_OUT = "opted_out"
+
+
+def was_sent(output: Mapping[str, Any]) -> bool:
+	"""Whether a `send` output is a message on its way (False: nothing was sent, see `reason`)."""
+	return output.get("sent", True) is not False
+
+
 def send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Outcome:
-	"""Send a rendered `send_whatsapp` payload once; its output, or a failed Outcome."""
+	"""Send a rendered `send_whatsapp` payload once: its output, or a failed Outcome (never raises)."""
+	try:
+		return _send(payload, delivery)
+	except StepError as e:
+		return Outcome.failed(str(e), retryable=e.retryable)
+
+
+def _send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Outcome:
 	explicit = payload.get("account") or None
 	to = recipient(payload.get("to"), explicit)
 	previous = earlier_send(delivery.key)
@@ -210,7 +228,8 @@ def send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Out
 	conversation = conversations.get(to)
 	account = accounts.choose_account(explicit, conversation.account if conversation else None)
 	if conversation and conversation.opted_out and not delivery.to_opted_out:
-		raise StepError(f"{to} opted out of WhatsApp messages; nothing was sent", retryable=False)
+		# the contact's choice, not the flow's failure: nothing is sent, the run goes on
+		return {"sent": False, "reason": OPTED_OUT, "to": to, "note": f"{to} opted out of WhatsApp messages"}
 	if conversation and conversation.undeliverable:
 		raise StepError(
 			f"{to} is marked undeliverable (WhatsApp error 131026) until the contact writes again; "
@@ -328,7 +347,7 @@ def send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Out
 	)
 	_update_row(row, {"wamid": result.wamid, "status": to_frappe_status("sent"), "sent_at": now_datetime()})
 	# a delivery report can beat this transaction's commit: pick it up once we commit
-	frappe.db.after_commit.add(partial(inbound.after_send, result.wamid))
+	frappe.db.after_commit.add(partial(early_statuses.after_send, result.wamid))
 	if conversation is None:
 		conversations.ensure(to, account=account["name"])
 	conversations.update(to, {"last_outbound_at": now_datetime()})
@@ -418,51 +437,3 @@ def _failed(row: str, error: WhatsAppError, to: str) -> Outcome:
 		retryable = False  # it may have reached Meta: a blind retry could deliver it twice
 		message += " — the message may have been sent; check WhatsApp before retrying the step"
 	return Outcome.failed(f"WhatsApp refused the message: {message}", retryable=retryable)
-
-
-def after_delivery_failure(wamid: str, code: int | None, title: str | None) -> None:
-	"""Meta reported a flow's message failed after accepting it (a status callback).
-
-	The step already finished, so the failure goes to the run's step log; a free-form
-	message refused because the 24-hour window closed (131047) gets its fallback template,
-	sent once (keyed by the original send's key).
-	"""
-	row = frappe.db.get_value(
-		MESSAGE,
-		{"wamid": wamid, "direction": "Outbound"},
-		[
-			"name",
-			"run",
-			"step_id",
-			"idempotency_key",
-			"fallback_template",
-			"reference_doctype",
-			"reference_name",
-		],
-		as_dict=True,
-	)
-	if not row or not row.run:
-		return
-	note = f"WhatsApp could not deliver message {wamid}: error {code} {title or ''}".strip()
-	fallback = json.loads(row.fallback_template) if row.fallback_template and code == 131047 else None
-	output: Any = None
-	if fallback:
-		sent = send(
-			fallback,
-			Delivery(
-				f"{row.idempotency_key}:fallback",
-				run=row.run,
-				step_id=row.step_id,
-				reference_doctype=row.reference_doctype,
-				reference_name=row.reference_name,
-			),
-		)
-		output = sent if not isinstance(sent, Outcome) else {"error": sent.error}
-		note += (
-			"; sent the fallback template instead"
-			if not isinstance(sent, Outcome)
-			else f"; the fallback failed too: {sent.error}"
-		)
-	from flow_automation.runtime import log_step_event
-
-	log_step_event(row.run, row.step_id, "Failed", error=note, output=output)

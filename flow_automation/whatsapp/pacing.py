@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import frappe
 
-from flow_automation.engine.outcome import StepError
+from flow_automation.engine import StepError
 
 DEFAULT_MAX_WAIT_SECONDS = 5.0
 

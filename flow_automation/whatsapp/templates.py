@@ -18,11 +18,15 @@ from frappe import _
 from frappe.utils import now_datetime
 
 from flow_automation.whatsapp import accounts
-from flow_automation.whatsapp.doctype.whatsapp_template.whatsapp_template import template_row_name
 
 DOCTYPE = "WhatsApp Template"
 DELETED = "DELETED"
 COMPARED = ("status", "category", "meta_id", "body_text", "parameter_count", "button_titles", "components")
+
+
+def template_row_name(account: str, template_name: str, language: str) -> str:
+	"""One row per account, template and language, as Meta keys them."""
+	return f"{template_name}:{language}:{account}"
 
 
 def row_values(account: str, template: Mapping[str, Any]) -> dict[str, Any]:

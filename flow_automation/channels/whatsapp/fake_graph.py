@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -114,12 +115,15 @@ class FakeGraphAPI:
 		host: str = "127.0.0.1",
 		port: int = 0,
 		paging_token_in_url: bool = False,
+		on_request: Callable[[RecordedRequest], None] | None = None,
 	) -> None:
 		# When set, every request must carry ``Authorization: Bearer <access_token>``.
 		self.require_token = access_token
 		# Graph echoes access_token into paging.next URLs in some set-ups; imitate that.
 		self.paging_token_in_url = paging_token_in_url
 		self._address = (host, port)
+		# Told about every request as it arrives (the `flow-automation fake-graph` command prints them).
+		self.on_request = on_request
 		self._lock = threading.Lock()
 		self._requests: list[RecordedRequest] = []
 		self._actions: deque[_Action] = deque()
@@ -274,6 +278,8 @@ class FakeGraphAPI:
 	def _record(self, request: RecordedRequest) -> None:
 		with self._lock:
 			self._requests.append(request)
+		if self.on_request is not None:
+			self.on_request(request)
 
 	def _take_action(self, path: str) -> _Action | None:
 		with self._lock:

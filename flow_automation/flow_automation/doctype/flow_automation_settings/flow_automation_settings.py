@@ -4,6 +4,8 @@
 import frappe
 from frappe.model.document import Document
 
+from flow_automation.settings import clear_settings_cache
+
 
 class FlowAutomationSettings(Document):
 	# begin: auto-generated types
@@ -35,31 +37,3 @@ class FlowAutomationSettings(Document):
 		clear_settings_cache()
 		# again after commit: another process may have cached the old values meanwhile
 		frappe.db.after_commit.add(clear_settings_cache)
-
-
-def clear_settings_cache() -> None:
-	frappe.cache.delete_value(["flow_automation:paused", "flow_automation:settings"])
-
-
-def is_paused() -> bool:
-	"""The kill switch: site_config `flow_automation_paused` overrides the setting."""
-	if frappe.conf.get("flow_automation_paused") is not None:
-		return bool(frappe.conf.get("flow_automation_paused"))
-	return bool(
-		frappe.cache.get_value(
-			"flow_automation:paused",
-			lambda: int(frappe.db.get_single_value("Flow Automation Settings", "pause_all") or 0),
-		)
-	)
-
-
-def get_settings() -> dict:
-	"""Flow Automation Settings as a dict, cached (cleared on save)."""
-	return frappe.cache.get_value(
-		"flow_automation:settings",
-		lambda: frappe.get_cached_doc("Flow Automation Settings").as_dict(),
-	)
-
-
-def redact_pii_enabled() -> bool:
-	return bool(get_settings().get("redact_pii"))

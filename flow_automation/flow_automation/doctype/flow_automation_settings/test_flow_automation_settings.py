@@ -4,16 +4,15 @@
 import frappe
 from frappe.tests.utils import FrappeTestCase, change_settings
 
-from flow_automation.flow_automation.doctype.flow_automation_settings.flow_automation_settings import (
-	is_paused,
-)
-from flow_automation.tests.utils import site_config
+from flow_automation.settings import is_paused
+from flow_automation.tests.utils import FlowTestCase, site_config
 
 
-class TestFlowAutomationSettings(FrappeTestCase):
+class TestFlowAutomationSettings(FlowTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
 		frappe.cache.delete_value(["flow_automation:paused", "flow_automation:settings"])
+		super().tearDown()
 
 	def test_kill_switch_from_settings_and_site_config_override(self):
 		frappe.cache.delete_value("flow_automation:paused")

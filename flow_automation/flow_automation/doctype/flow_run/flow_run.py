@@ -6,7 +6,8 @@ from frappe.model.document import Document
 from frappe.query_builder import Interval
 from frappe.query_builder.functions import Now
 
-FINISHED = ("Completed", "Failed", "Cancelled")
+from flow_automation.engine import FINISHED_RUN_STATUSES
+from flow_automation.runtime import run_timeline
 
 
 class FlowRun(Document):
@@ -43,8 +44,6 @@ class FlowRun(Document):
 	# end: auto-generated types
 
 	def onload(self) -> None:
-		from flow_automation.runtime import run_timeline
-
 		self.set_onload("timeline", run_timeline(self))
 
 	@staticmethod
@@ -54,7 +53,9 @@ class FlowRun(Document):
 		old_runs = (
 			frappe.qb.from_(run)
 			.select(run.name)
-			.where(run.status.isin(FINISHED) & (run.modified < (Now() - Interval(days=days))))
+			.where(
+				run.status.isin(tuple(FINISHED_RUN_STATUSES)) & (run.modified < (Now() - Interval(days=days)))
+			)
 			.limit(50_000)
 			.run(pluck=True)
 		)

@@ -2,15 +2,15 @@
 # See license.txt
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 from flow_automation import runtime
-from flow_automation.tests.utils import make_template
+from flow_automation.tests.utils import FlowTestCase, make_template
 
 
-class TestFlowRun(FrappeTestCase):
+class TestFlowRun(FlowTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
+		super().tearDown()
 
 	def test_the_form_gets_a_timeline_of_steps_in_flow_order(self):
 		template = make_template(

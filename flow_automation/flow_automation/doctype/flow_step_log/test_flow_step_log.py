@@ -2,16 +2,16 @@
 # See license.txt
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 from flow_automation import runtime
 from flow_automation.flow_automation.doctype.flow_step_log.flow_step_log import FlowStepLog
-from flow_automation.tests.utils import make_template
+from flow_automation.tests.utils import FlowTestCase, make_template
 
 
-class TestFlowStepLog(FrappeTestCase):
+class TestFlowStepLog(FlowTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
+		super().tearDown()
 
 	def test_log_clearing_removes_only_old_rows_and_is_registered_with_log_settings(self):
 		template = make_template([{"id": "a", "kind": "set_variables", "payload": {"variables": {"x": 1}}}])

@@ -5,12 +5,12 @@
 import json
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 from frappe.utils import add_to_date, get_datetime, now_datetime
 
 from flow_automation import runtime
+from flow_automation.runtime import store
 from flow_automation.scheduler import MAX_CLAIMS, begin_claim_transaction, claim_due, lease_seconds, run_due
-from flow_automation.tests.utils import make_template, pending, step_status
+from flow_automation.tests.utils import FlowTestCase, make_template, pending, step_status
 
 # Rows due in the year 2000, claimed "then": nothing else on the site is due that early,
 # so the claims below see only these rows.
@@ -23,7 +23,7 @@ def make_due_rows(count: int, run: str, template: str, at) -> list[str]:
 	names = [frappe.generate_hash(length=12) for _ in range(count)]
 	frappe.db.bulk_insert(
 		"Flow Step Pending",
-		runtime.PENDING_FIELDS,
+		store.PENDING_FIELDS,
 		[
 			(n, now, now, "Administrator", "Administrator", run, "nap", template, "delay", at, "Pending", 0)
 			for n in names
@@ -32,7 +32,7 @@ def make_due_rows(count: int, run: str, template: str, at) -> list[str]:
 	return names
 
 
-class TestClaiming(FrappeTestCase):
+class TestClaiming(FlowTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
@@ -55,6 +55,7 @@ class TestClaiming(FrappeTestCase):
 		frappe.db.rollback()
 		frappe.db.delete("Flow Step Pending", {"run": self.run_name})
 		frappe.db.commit()
+		super().tearDown()
 
 	def test_two_connections_claiming_at_once_never_get_the_same_row(self):
 		names = set(make_due_rows(20, self.run_name, self.template.name, PAST))
@@ -117,9 +118,10 @@ class TestClaiming(FrappeTestCase):
 		self.assertIn("claimed 5 times", frappe.db.get_value("Flow Run", run, "error"))
 
 
-class TestFiringAndBackoff(FrappeTestCase):
+class TestFiringAndBackoff(FlowTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
+		super().tearDown()
 
 	def test_fired_rows_are_done_and_retries_back_off_with_jitter(self):
 		template = make_template(

@@ -10,13 +10,17 @@ from frappe import _
 from frappe.model.document import Document
 from frappe.utils.html_utils import escape_html
 
-from flow_automation.engine.definition import DELAY_UNITS
-from flow_automation.engine.validation import ValidationIssue, validate_definition
-
-
-class InvalidFlowDefinition(frappe.ValidationError):
-	pass
-
+from flow_automation.engine import ValidationIssue, check_condition, validate_definition
+from flow_automation.portable import (
+	InvalidFlowDefinition,
+	export_values,
+	row_to_step,
+)
+from flow_automation.portable import (
+	parse_json as _parse_json,
+)
+from flow_automation.roles import FLOW_MANAGER_ROLES, requires_roles
+from flow_automation.triggers import clear_trigger_cache
 
 # Which Flow Template Step field a JSON pointer of the definition points at.
 _POINTER_FIELDS = (
@@ -102,8 +106,6 @@ class FlowTemplate(Document):
 		if self.flags.new_version:
 			self.flags.new_version = False
 			self.write_version()
-		from flow_automation.triggers import clear_trigger_cache
-
 		clear_trigger_cache()
 		# again after commit: a request that rebuilt the index meanwhile saw the old rows
 		frappe.db.after_commit.add(clear_trigger_cache)
@@ -129,16 +131,12 @@ class FlowTemplate(Document):
 			frappe.delete_doc("Flow Template Version", version, ignore_permissions=True, force=True)
 
 	def after_delete(self) -> None:
-		from flow_automation.triggers import clear_trigger_cache
-
 		clear_trigger_cache()
 		frappe.db.after_commit.add(clear_trigger_cache)
 		if self.trigger_type == "Manual":
 			clear_boot_cache()
 
 	def after_rename(self, old: str, new: str, merge: bool = False) -> None:
-		from flow_automation.triggers import clear_trigger_cache
-
 		clear_trigger_cache()
 
 	def before_rename(self, old: str, new: str, merge: bool = False) -> None:
@@ -165,8 +163,6 @@ class FlowTemplate(Document):
 
 	def validate_trigger(self) -> None:
 		if self.trigger_condition:
-			from flow_automation.engine.conditions import check_condition
-
 			condition = _parse_json(self.trigger_condition, _("Condition"))
 			problems = check_condition(condition)
 			if problems:
@@ -261,37 +257,11 @@ class FlowTemplate(Document):
 	# --- import / export ------------------------------------------------------------------
 	def as_export(self) -> dict[str, Any]:
 		"""The template as a portable file, shaped like shared/examples/flows/*.json."""
-		return {
-			"template_name": self.template_name,
-			"category": self.category,
-			"description": self.description,
-			"enabled": bool(self.enabled),
-			"trigger": trigger_to_export(self),
-			"options": {
-				k: v
-				for k, v in {
-					"one_active_run_per_document": bool(self.one_active_run_per_document),
-					"max_concurrent_runs": self.max_concurrent_runs or 0,
-					"max_consecutive_failures": self.max_consecutive_failures or 0,
-					"run_as": self.run_as,
-				}.items()
-				if v
-			},
-			"definition": json.loads(self.definition) if self.definition else self.build_definition(),
-		}
+		return export_values(self)
 
 
 def clear_boot_cache() -> None:
 	frappe.cache.delete_value("bootinfo")
-
-
-def _parse_json(value: Any, label: str) -> Any:
-	if isinstance(value, dict | list):
-		return value
-	try:
-		return json.loads(value)
-	except (TypeError, ValueError) as e:
-		frappe.throw(_("{0} is not valid JSON: {1}").format(label, e), exc=InvalidFlowDefinition)
 
 
 def _field_for_pointer(pointer: str) -> tuple[str | None, str]:
@@ -301,136 +271,8 @@ def _field_for_pointer(pointer: str) -> tuple[str | None, str]:
 	return None, pointer
 
 
-def row_to_step(row: Any) -> dict[str, Any]:
-	"""One Flow Template Step row as a definition step."""
-	payload: Any = {}
-	if row.payload and row.payload.strip():
-		try:
-			payload = json.loads(row.payload)
-		except ValueError as e:
-			frappe.throw(
-				_("Row #{0} ({1}) · Payload is not valid JSON: {2}").format(row.idx, row.step_id, e),
-				title=_("Invalid payload"),
-				exc=InvalidFlowDefinition,
-			)
-	step: dict[str, Any] = {
-		"id": (row.step_id or "").strip(),
-		"kind": (row.kind or "").strip(),
-		"label": row.label or "",
-		"parent_id": (row.parent_id or "").strip() or None,
-		"branch": (row.branch or "").strip() or None,
-		"depends_on": [d.strip() for d in (row.depends_on or "").split(",") if d.strip()],
-		"payload": payload,
-		"retry": {"max_attempts": row.max_attempts or 1, "backoff_seconds": row.backoff_seconds or 0},
-		"on_error": row.on_error or "fail",
-	}
-	if row.trigger_type:
-		trigger: dict[str, Any] = {"type": row.trigger_type}
-		for unit in DELAY_UNITS:
-			value = row.get(f"delay_{unit}")
-			if value:
-				trigger[unit] = value
-		if row.trigger_at:
-			trigger["at"] = row.trigger_at
-		step["trigger"] = trigger
-	return step
-
-
-def step_to_row(step: dict[str, Any]) -> dict[str, Any]:
-	"""One definition step as a Flow Template Step row (the inverse of row_to_step)."""
-	trigger = step.get("trigger") or {}
-	retry = step.get("retry") or {}
-	return {
-		"step_id": step["id"],
-		"kind": step["kind"],
-		"label": step.get("label") or "",
-		"parent_id": step.get("parent_id") or "",
-		"branch": "" if step.get("branch") is None else str(step["branch"]),
-		"depends_on": ", ".join(step.get("depends_on") or []),
-		"trigger_type": trigger.get("type") or "",
-		"delay_days": trigger.get("days") or 0,
-		"delay_hours": trigger.get("hours") or 0,
-		"delay_minutes": trigger.get("minutes") or 0,
-		"trigger_at": trigger.get("at") or "",
-		"payload": json.dumps(step.get("payload") or {}, indent=1, ensure_ascii=False),
-		"max_attempts": retry.get("max_attempts") or 1,
-		"backoff_seconds": retry.get("backoff_seconds", 60),
-		"on_error": step.get("on_error") or "fail",
-	}
-
-
-_TRIGGER_EXPORT_FIELDS = {
-	"Document Event": {
-		"doctype": "reference_doctype",
-		"event": "document_event",
-		"field": "value_changed_field",
-		"date_field": "date_field",
-		"days": "days_offset",
-		"time": "time_of_day",
-	},
-	"Manual": {"doctype": "reference_doctype"},
-	"Named Event": {"event_pattern": "event_pattern"},
-	"Schedule": {"cron": "cron_expression", "doctype": "reference_doctype"},
-	"Webhook": {},
-	"WhatsApp Message": {
-		"match": "whatsapp_match",
-		"priority": "whatsapp_priority",
-		"account": "whatsapp_account",
-	},
-}
-
-
-def trigger_to_export(doc: Any) -> dict[str, Any]:
-	trigger: dict[str, Any] = {"type": doc.trigger_type}
-	for key, fieldname in _TRIGGER_EXPORT_FIELDS.get(doc.trigger_type, {}).items():
-		value = doc.get(fieldname)
-		if value not in (None, "", 0):
-			trigger[key] = str(value) if fieldname == "time_of_day" else value
-	if doc.trigger_type == "Schedule" and doc.schedule_for_each:
-		trigger["for_each"] = True
-		trigger["filters"] = json.loads(doc.schedule_filters) if doc.schedule_filters else {}
-	if doc.trigger_type == "WhatsApp Message":
-		trigger["keywords"] = doc.keywords()
-	if doc.trigger_condition:
-		trigger["condition"] = json.loads(doc.trigger_condition)
-	return trigger
-
-
-def template_values_from_export(data: dict[str, Any]) -> dict[str, Any]:
-	"""Flow Template field values from an export file (steps included)."""
-	from flow_automation.engine.definition import extract_definition
-
-	definition, meta = extract_definition(data)
-	trigger = dict(meta.get("trigger") or {"type": "Manual"})
-	options = meta.get("options") or {}
-	trigger_type = trigger.pop("type", "Manual")
-	values: dict[str, Any] = {
-		"template_name": meta.get("template_name"),
-		"category": meta.get("category"),
-		"description": meta.get("description"),
-		"enabled": int(meta.get("enabled", True)),
-		"trigger_type": trigger_type,
-		"variables": json.dumps(definition.get("variables") or {}, indent=1),
-		"one_active_run_per_document": int(bool(options.get("one_active_run_per_document"))),
-		"max_concurrent_runs": options.get("max_concurrent_runs") or 0,
-		"max_consecutive_failures": options.get("max_consecutive_failures") or 0,
-		"run_as": options.get("run_as"),
-		"steps": [step_to_row(step) for step in definition.get("steps") or []],
-	}
-	for key, fieldname in _TRIGGER_EXPORT_FIELDS.get(trigger_type, {}).items():
-		if key in trigger:
-			values[fieldname] = trigger[key]
-	if trigger_type == "Schedule" and trigger.get("for_each"):
-		values["schedule_for_each"] = 1
-		values["schedule_filters"] = json.dumps(trigger.get("filters") or {})
-	if trigger_type == "WhatsApp Message":
-		values["whatsapp_keywords"] = "\n".join(trigger.get("keywords") or [])
-	if trigger.get("condition"):
-		values["trigger_condition"] = json.dumps(trigger["condition"], indent=1)
-	return values
-
-
 @frappe.whitelist()
+@requires_roles(FLOW_MANAGER_ROLES)
 def duplicate_template(template: str, new_name: str) -> str:
 	"""Copy any template (system ones included) under a new name; the copy is not a system template."""
 	frappe.has_permission("Flow Template", "read", template, throw=True)
@@ -451,52 +293,3 @@ def duplicate_template(template: str, new_name: str) -> str:
 	copy.consecutive_failures = 0
 	copy.insert()
 	return copy.name
-
-
-def fixtures_path() -> str:
-	"""The app's `fixtures/` folder of system flow templates (at the repository root)."""
-	import os
-
-	return os.path.realpath(os.path.join(frappe.get_app_path("flow_automation"), "..", "fixtures"))
-
-
-def seed_templates(path: str | None = None) -> list[tuple[str, str]]:
-	"""Load every flow in `fixtures/` as a system template; idempotent. Returns (name, action) pairs.
-
-	An unchanged template is left alone (no new version); a changed one is updated. A
-	template whose trigger doctype is not installed is loaded disabled.
-	"""
-	import glob
-	import os
-
-	results = []
-	for file in sorted(glob.glob(os.path.join(path or fixtures_path(), "*.json"))):
-		with open(file, encoding="utf-8") as fh:
-			data = json.load(fh)
-		values = template_values_from_export(data)
-		values["is_system"] = 1 if data.get("is_system", True) else 0
-		doctype = values.get("reference_doctype")
-		missing_doctype = bool(doctype) and not frappe.db.exists("DocType", doctype)
-		name = values["template_name"]
-		if frappe.db.exists("Flow Template", name):
-			doc = frappe.get_doc("Flow Template", name)
-			before = (doc.definition_hash, doc.trigger_type, doc.reference_doctype)
-			values.pop("enabled", None)  # keep the admin's choice
-			doc.update({k: v for k, v in values.items() if k != "steps"})
-			doc.set("steps", values["steps"])
-		else:
-			doc = frappe.get_doc({"doctype": "Flow Template", **values})
-			before = None
-		if missing_doctype:
-			doc.enabled = 0
-			doc.flags.ignore_links = True
-		doc.flags.ignore_permissions = True
-		doc.save()
-		if before is None:
-			action = "created" + (f" (disabled: {doctype} is not installed)" if missing_doctype else "")
-		elif before == (doc.definition_hash, doc.trigger_type, doc.reference_doctype):
-			action = "unchanged"
-		else:
-			action = f"updated to version {doc.version}"
-		results.append((doc.name, action))
-	return results

@@ -5,16 +5,15 @@ import html
 import json
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
-from flow_automation.flow_automation.doctype.flow_template.flow_template import (
+from flow_automation.flow_automation.doctype.flow_template.flow_template import duplicate_template
+from flow_automation.portable import (
 	InvalidFlowDefinition,
-	duplicate_template,
 	fixtures_path,
 	seed_templates,
 	template_values_from_export,
 )
-from flow_automation.tests.utils import make_template, unique
+from flow_automation.tests.utils import FlowTestCase, make_template, unique
 
 STEPS = [
 	{"id": "first", "kind": "set_variables", "payload": {"variables": {"a": "1"}}},
@@ -29,9 +28,10 @@ STEPS = [
 ]
 
 
-class TestFlowTemplate(FrappeTestCase):
+class TestFlowTemplate(FlowTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
+		super().tearDown()
 
 	def test_save_compiles_steps_into_a_validated_definition(self):
 		template = make_template(STEPS, variables={"team": "Support"})

@@ -2,17 +2,17 @@
 # See license.txt
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 from flow_automation import runtime
-from flow_automation.tests.utils import make_template
+from flow_automation.tests.utils import FlowTestCase, make_template
 
 GATE = [{"id": "gate", "kind": "wait", "trigger": {"type": "manual"}, "payload": {}}]
 
 
-class TestFlowTemplateVersion(FrappeTestCase):
+class TestFlowTemplateVersion(FlowTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
+		super().tearDown()
 
 	def test_versions_are_immutable_and_pinned_ones_cannot_be_deleted(self):
 		template = make_template(GATE)

@@ -61,3 +61,8 @@ class WhatsAppConversation(Document):
 			self.undeliverable_since = now_datetime()
 		elif not self.undeliverable:
 			self.undeliverable_since = None
+
+
+def on_doctype_update() -> None:
+	# a finished run releases the conversations still pointing at it: WHERE waiting_run = ?
+	frappe.db.add_index("WhatsApp Conversation", ["waiting_run"])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
+from flow_automation.tests.utils import FlowTestCase
 from flow_automation.tests.whatsapp_utils import WhatsAppTestCase, deliver, inbound_message
 
 
@@ -35,9 +35,10 @@ class TestWhatsAppMessage(WhatsAppTestCase):
 		self.assertEqual(frappe.get_meta("WhatsApp Message").autoname, "hash")
 
 
-class TestWhatsAppMessageRetention(FrappeTestCase):
+class TestWhatsAppMessageRetention(FlowTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
+		super().tearDown()
 
 	def test_old_messages_are_cleared_but_unprocessed_inbound_rows_stay(self):
 		from flow_automation.whatsapp.doctype.whatsapp_message.whatsapp_message import WhatsAppMessage

@@ -34,6 +34,7 @@ class WhatsAppMessage(Document):
 		media_id: DF.Data | None
 		media_mime_type: DF.Data | None
 		message_type: DF.Data | None
+		outcome: DF.Data | None
 		payload: DF.Code | None
 		processing_error: DF.SmallText | None
 		processing_status: DF.Literal["", "Pending", "Processing", "Done", "Failed"]

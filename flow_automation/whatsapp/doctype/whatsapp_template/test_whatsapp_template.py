@@ -7,10 +7,9 @@ import os
 import tempfile
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 from flow_automation.channels.whatsapp import FakeGraphAPI
-from flow_automation.tests.utils import bench_command
+from flow_automation.tests.utils import FlowTestCase, bench_command
 from flow_automation.tests.whatsapp_utils import TOKEN, WABA_ID, WhatsAppTestCase, make_account
 from flow_automation.whatsapp import accounts, templates
 
@@ -98,7 +97,7 @@ class TestWhatsAppTemplate(WhatsAppTestCase):
 			templates.sync(self.account.name)
 
 
-class TestTemplateCommands(FrappeTestCase):
+class TestTemplateCommands(FlowTestCase):
 	"""`bench --site S flow-automation whatsapp-templates dry-run | sync | upsert`, as an admin runs them."""
 
 	ACCOUNT = "WA Template Command Test"

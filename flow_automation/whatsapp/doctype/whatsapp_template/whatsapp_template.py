@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from frappe.model.document import Document
 
+from flow_automation.whatsapp.templates import template_row_name
+
 
 class WhatsAppTemplate(Document):
 	# begin: auto-generated types
@@ -30,8 +32,3 @@ class WhatsAppTemplate(Document):
 	# end: auto-generated types
 	def autoname(self) -> None:
 		self.name = template_row_name(self.account, self.template_name, self.language)
-
-
-def template_row_name(account: str, template_name: str, language: str) -> str:
-	"""One row per account, template and language, as Meta keys them."""
-	return f"{template_name}:{language}:{account}"

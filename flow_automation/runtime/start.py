@@ -1,0 +1,145 @@
+"""Starting runs: a Queued Flow Run pinned to the template's current version, and the
+background job that gets it going after commit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import frappe
+from frappe import _
+
+from flow_automation.engine import RunStatus
+from flow_automation.runtime.store import has_active_run, load_definition, version_name
+from flow_automation.settings import is_paused
+from flow_automation.transaction import enqueue, quiet_messages
+
+TEMPLATE_FIELDS = ["name", "enabled", "version", "run_as", "one_active_run_per_document", "reference_doctype"]
+
+
+class ActiveRunExists(frappe.ValidationError):
+	"""The template allows one active run per document, and this document has one."""
+
+
+def template_info(template: str, *, must_be_enabled: bool = True) -> frappe._dict:
+	"""What starting a run needs to know of its template; ValidationError if it cannot start."""
+	info = frappe.db.get_value("Flow Template", template, TEMPLATE_FIELDS, as_dict=True)
+	if not info:
+		frappe.throw(
+			_("Flow Template {0} does not exist").format(frappe.bold(template)), frappe.ValidationError
+		)
+	if must_be_enabled and not info.enabled:
+		frappe.throw(_("Flow Template {0} is disabled").format(frappe.bold(template)), frappe.ValidationError)
+	return info
+
+
+def check_document(
+	info: Mapping[str, Any], reference_doctype: str | None, reference_name: str | None
+) -> None:
+	"""The document a run refers to: of the template's DocType, and existing."""
+	if bool(reference_doctype) != bool(reference_name):
+		frappe.throw(_("A document needs both its DocType and its name"), frappe.ValidationError)
+	if not reference_doctype:
+		return
+	expected = info.get("reference_doctype")
+	if expected and reference_doctype != expected:
+		frappe.throw(
+			_("Flow Template {0} works on {1} documents, not on {2} ({3} is a {2})").format(
+				frappe.bold(info["name"]), _(expected), _(reference_doctype), reference_name
+			),
+			frappe.ValidationError,
+		)
+	if not frappe.db.exists(reference_doctype, reference_name):
+		frappe.throw(
+			_("{0} {1} does not exist").format(_(reference_doctype), frappe.bold(reference_name)),
+			frappe.DoesNotExistError,
+		)
+
+
+def create_run(
+	template: str,
+	*,
+	reference_doctype: str | None = None,
+	reference_name: str | None = None,
+	variables: Mapping[str, Any] | None = None,
+	trigger: Mapping[str, Any] | None = None,
+	contact: str | None = None,
+	parent_run: str | None = None,
+	parent_step: str | None = None,
+	depth: int = 0,
+	dedup_key: str | None = None,
+) -> str:
+	"""Create a Queued Flow Run pinned to the template's current version; returns its name.
+
+	The caller gets it going (`kick`, or advancing it); else the minute cron drains it.
+	"""
+	info = template_info(template)
+	check_document(info, reference_doctype, reference_name)
+	if info.one_active_run_per_document and reference_name:
+		if has_active_run(info.name, reference_doctype, reference_name):
+			raise ActiveRunExists(
+				_("{0} {1} already has an active run of {2}").format(
+					_(reference_doctype), reference_name, info.name
+				)
+			)
+	version = version_name(info.name, info.version)
+	definition = load_definition(version)
+	if dedup_key and frappe.db.exists("Flow Run", {"dedup_key": dedup_key}):
+		raise frappe.DuplicateEntryError("Flow Run", dedup_key)
+	run = frappe.get_doc(
+		{
+			"doctype": "Flow Run",
+			"template": info.name,
+			"template_version": version,
+			"version": info.version,
+			"status": RunStatus.QUEUED,
+			"reference_doctype": reference_doctype,
+			"reference_name": reference_name,
+			"contact": contact,
+			"trigger_type": (trigger or {}).get("type") or "Manual",
+			"trigger_event": (trigger or {}).get("event"),
+			"trigger_data": json.dumps(trigger or {}, default=str),
+			"variables": json.dumps({**dict(definition.variables), **dict(variables or {})}, default=str),
+			"step_state": "{}",
+			"parent_run": parent_run,
+			"parent_step": parent_step,
+			"depth": depth,
+			"dedup_key": dedup_key,
+			"run_as": info.run_as or "Administrator",
+		}
+	)
+	# a concurrent delivery of the same event may win the unique dedup key: the caller decides
+	with quiet_messages():
+		run.insert(ignore_permissions=True)
+	return run.name
+
+
+def kick(run: str) -> None:
+	"""Start a Queued run in a background job after commit (unless paused)."""
+	if is_paused():
+		return  # stays Queued; the minute cron drains it later
+	enqueue_start(run, after_commit=True)
+
+
+def enqueue_start(run: str, *, after_commit: bool = False) -> None:
+	enqueue(
+		"flow_automation.runtime.advance.start_queued_run",
+		job_id=f"flow_automation:start:{run}",
+		deduplicate=True,
+		after_commit=after_commit,
+		run=run,
+	)
+
+
+def may_start(run: Any) -> bool:
+	"""Whether a Queued run may start now: not paused, and under the template's concurrency limit."""
+	if is_paused():
+		return False
+	limit = frappe.get_cached_value("Flow Template", run.template, "max_concurrent_runs")
+	if not limit:
+		return True
+	active = frappe.db.count(
+		"Flow Run", {"template": run.template, "status": ("in", (RunStatus.RUNNING, RunStatus.WAITING))}
+	)
+	return active < limit

@@ -1,0 +1,138 @@
+"""Transactions, the way this app uses them: savepoints, commits and work after commit.
+
+- `isolated()`: a block in its own savepoint; an exception rolls back only that block's
+  writes and the messages it queued for the user, and is handed back, not raised.
+- `rolled_back()`: a block whose writes are always undone (dry runs), including the
+  after-commit callbacks it queued.
+- `quiet_messages()`: drop what a block queued for the user's message box.
+- `commit()`: end a job's transaction (background jobs and the cron own theirs).
+- `separately()`: one piece of a job as its own transaction: committed, or rolled back and
+  logged, so one bad item never stops the others.
+- `enqueue()`: one background job, optionally after commit; the one place that knows
+  Frappe's test convention (`now=frappe.flags.in_test`: in tests nothing commits, so jobs run
+  inline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import frappe
+
+
+@dataclass
+class Block:
+	"""What happened inside an `isolated()` block."""
+
+	error: BaseException | None = None
+	traceback: str = ""
+
+	@property
+	def failed(self) -> bool:
+		return self.error is not None
+
+
+def _savepoint_name() -> str:
+	return "flow_" + frappe.generate_hash(length=10)
+
+
+@contextmanager
+def quiet_messages() -> Iterator[None]:
+	"""Drop the messages a block queued for the user (its errors are reported elsewhere)."""
+	before = len(frappe.local.message_log)
+	try:
+		yield
+	finally:
+		del frappe.local.message_log[before:]
+
+
+@contextmanager
+def isolated(catch: type[BaseException] | tuple[type[BaseException], ...] = Exception) -> Iterator[Block]:
+	"""Run a block in its own savepoint; an exception in `catch` undoes only the block.
+
+	The error (and its traceback) is on the yielded Block; anything not in `catch` rolls the
+	block back and propagates.
+	"""
+	block = Block()
+	name = _savepoint_name()
+	with quiet_messages():
+		frappe.db.savepoint(name)
+		try:
+			yield block
+		except frappe.QueryDeadlockError:
+			raise  # the server rolled back the whole transaction: nothing of it is left to keep
+		except catch as e:
+			frappe.db.rollback(save_point=name)
+			block.error = e
+			block.traceback = frappe.get_traceback(with_context=False)
+		except BaseException:
+			frappe.db.rollback(save_point=name)
+			raise
+		else:
+			frappe.db.release_savepoint(name)
+
+
+@contextmanager
+def rolled_back() -> Iterator[None]:
+	"""Run a block and undo every write it made, and the after-commit work it queued."""
+	name = _savepoint_name()
+	callbacks = len(frappe.db.after_commit._functions)
+	with quiet_messages():
+		frappe.db.savepoint(name)
+		try:
+			yield
+		finally:
+			frappe.db.rollback(save_point=name)
+			# a savepoint rollback keeps after-commit callbacks: drop the ones the block added
+			while len(frappe.db.after_commit._functions) > callbacks:
+				frappe.db.after_commit._functions.pop()
+
+
+def commit() -> None:
+	frappe.db.commit()
+
+
+def separately(work: Callable[[], Any], *, title: str) -> bool:
+	"""Run `work` and commit; if it raises, roll back, log the error under `title` and go on.
+
+	Returns whether it succeeded. For jobs that own their transaction (the cron, workers).
+	"""
+	try:
+		work()
+		commit()
+		return True
+	except Exception:
+		frappe.db.rollback()
+		frappe.log_error(title=title)
+		commit()  # the Error Log row
+		return False
+
+
+def enqueue(
+	method: str,
+	*,
+	queue: str = "default",
+	job_id: str | None = None,
+	deduplicate: bool = False,
+	after_commit: bool = False,
+	timeout: int | None = None,
+	**kwargs: Any,
+) -> None:
+	"""Enqueue `method` (a dotted path) as a background job.
+
+	In tests it runs at once, inline (Frappe's own convention), since nothing commits there.
+	"""
+	now = bool(frappe.flags.in_test)
+	frappe.enqueue(
+		method,
+		queue=queue,
+		job_id=job_id,
+		deduplicate=deduplicate and not now,
+		enqueue_after_commit=after_commit,
+		timeout=timeout,
+		now=now,
+		**kwargs,
+	)

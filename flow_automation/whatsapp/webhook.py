@@ -1,0 +1,273 @@
+"""Inbound WhatsApp, the request path: verify, store, acknowledge.
+
+The webhook does as little as possible: check the signature over the raw bytes, insert each
+message with `INSERT IGNORE` on its unique wamid (a redelivery changes nothing), move each
+delivery status forward in one conditional UPDATE (unknown wamids match no row), and
+enqueue `routing.process_delivery` after commit, which does the rest (see `routing`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import frappe
+from frappe.utils import convert_utc_to_system_timezone, now_datetime
+
+from flow_automation.channels.whatsapp import (
+	InboundMessage,
+	InvalidPhoneNumber,
+	StatusUpdate,
+	UndeliverableError,
+	WebhookBatch,
+	from_wa_id,
+	parse_webhook,
+	verify_signature,
+	verify_subscription,
+)
+from flow_automation.transaction import enqueue
+from flow_automation.whatsapp import accounts, early_statuses
+from flow_automation.whatsapp.delivery_status import MESSAGE, STATUS_TIME_FIELD, apply_status
+
+INSERT_FIELDS = (
+	"name",
+	"creation",
+	"modified",
+	"owner",
+	"modified_by",
+	"direction",
+	"status",
+	"message_type",
+	"account",
+	"contact_number",
+	"contact_name",
+	"wamid",
+	"context_wamid",
+	"body",
+	"reply_id",
+	"reply_title",
+	"media_id",
+	"media_mime_type",
+	"received_at",
+	"processing_status",
+	"payload",
+)
+
+
+# --- the request path ------------------------------------------------------------------------
+def subscribe(params: Mapping[str, Any]) -> tuple[int, str]:
+	"""GET handshake: (200, challenge) when the verify token matches an enabled account, else 403."""
+	token = params.get("hub.verify_token")
+	if params.get("hub.mode") != "subscribe" or not isinstance(token, str) or not token:
+		return 403, "Forbidden"
+	tokens = frappe.get_all("WhatsApp Account", filters={"enabled": 1}, pluck="verify_token")
+	for verify_token in tokens:
+		if verify_token and hmac.compare_digest(verify_token.encode(), token.encode()):
+			challenge = verify_subscription(params, verify_token)
+			if challenge is not None:
+				return 200, challenge
+	return 403, "Forbidden"
+
+
+def signing_account(raw: bytes, signature: str | None, parsed: Any) -> dict[str, Any] | None:
+	"""The enabled account whose app secret signed `raw`, or None.
+
+	The account named by the delivery's metadata.phone_number_id is tried first (one
+	decryption); the others only if that fails, so one app serving several numbers works.
+	"""
+	if not signature:
+		return None
+	candidates = accounts.active_accounts()
+	named = set(_phone_number_ids(parsed))
+	ordered = [a for a in candidates if a["phone_number_id"] in named] + [
+		a for a in candidates if a["phone_number_id"] not in named
+	]
+	for account in ordered:
+		secret = accounts.app_secret(account)
+		if secret and verify_signature(raw, signature, secret):
+			return account
+	return None
+
+
+def _phone_number_ids(parsed: Any) -> Iterable[str]:
+	if not isinstance(parsed, dict):
+		return
+	for entry in parsed.get("entry") or ():
+		for change in (entry.get("changes") or ()) if isinstance(entry, dict) else ():
+			value = change.get("value") if isinstance(change, dict) else None
+			metadata = value.get("metadata") if isinstance(value, dict) else None
+			if isinstance(metadata, dict) and metadata.get("phone_number_id"):
+				yield str(metadata["phone_number_id"])
+
+
+def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
+	"""POST: verify, store idempotently, enqueue the work; (status, body) for the answer.
+
+	403 and nothing stored for a bad or missing signature; 200 for everything signed, even
+	a body that cannot be read (Meta retries anything else for days), which is logged.
+	"""
+	try:
+		parsed: Any = json.loads(raw)
+	except ValueError:
+		parsed = None
+	account = signing_account(raw, signature, parsed)
+	if account is None:
+		return 403, "Invalid signature"
+	batch = parse_webhook(parsed if parsed is not None else raw)
+	if batch.problems:
+		_log_problems(batch, raw)
+	wamids = store_messages(batch.messages, account)
+	failed = store_statuses(batch.statuses)
+	template_updates = [
+		{
+			"waba_id": u.waba_id,
+			"event": u.event,
+			"name": u.message_template_name,
+			"language": u.message_template_language,
+			"reason": u.reason,
+		}
+		for u in batch.template_updates
+	]
+	if wamids or failed or template_updates:
+		enqueue(
+			"flow_automation.whatsapp.routing.process_delivery",
+			queue="short",
+			after_commit=True,
+			wamids=wamids,
+			failed=failed,
+			template_updates=template_updates,
+		)
+	return 200, "OK"
+
+
+def _log_problems(batch: WebhookBatch, raw: bytes) -> None:
+	frappe.log_error(
+		title="WhatsApp webhook: parts of a delivery were skipped",
+		message="\n".join(batch.problems) + "\n\n" + raw[:20000].decode("utf-8", "replace"),
+	)
+
+
+def _moment(timestamp: int | None) -> dt.datetime:
+	"""Meta's Unix time as a naive system-time datetime, never later than now."""
+	now = now_datetime()
+	if not timestamp:
+		return now
+	moment = convert_utc_to_system_timezone(dt.datetime.utcfromtimestamp(timestamp)).replace(tzinfo=None)
+	return min(moment, now)
+
+
+def _e164(wa_id: str) -> str:
+	try:
+		return from_wa_id(wa_id)
+	except InvalidPhoneNumber:
+		return "+" + wa_id.lstrip("+")
+
+
+def _body(message: InboundMessage) -> str | None:
+	if message.text is not None:
+		return message.text
+	if message.media is not None:
+		return message.media.caption
+	if message.reaction is not None:
+		return message.reaction.emoji
+	if message.location is not None:
+		return ", ".join(
+			str(message.location.get(k))
+			for k in ("name", "address", "latitude", "longitude")
+			if message.location.get(k)
+		)
+	return message.reply_title
+
+
+def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) -> list[str]:
+	"""Insert inbound messages, ignoring wamids already stored; returns every wamid seen."""
+	if not messages:
+		return []
+	now = now_datetime()
+	user = frappe.session.user
+	rows = []
+	for message in messages:
+		account = accounts.account_for_phone_number_id(message.phone_number_id) or signer
+		rows.append(
+			(
+				frappe.generate_hash(length=12),
+				now,
+				now,
+				user,
+				user,
+				"Inbound",
+				"Received",
+				message.type,
+				account["name"],
+				_e164(message.from_number),
+				message.contact_name,
+				message.wamid,
+				message.context_wamid,
+				_body(message),
+				message.reply_id,
+				message.reply_title,
+				message.media.id if message.media else None,
+				message.media.mime_type if message.media else None,
+				_moment(message.timestamp),
+				"Pending",
+				json.dumps(message.raw, ensure_ascii=False),
+			)
+		)
+	# INSERT IGNORE on the unique wamid: a redelivered message is a no-op, not an error
+	frappe.db.bulk_insert(MESSAGE, INSERT_FIELDS, rows, ignore_duplicates=True)
+	return [message.wamid for message in messages]
+
+
+def store_statuses(statuses: list[StatusUpdate]) -> list[str]:
+	"""Move each known message's status forward; returns the failures for the background job.
+
+	A status for a wamid we do not know yet may belong to a send whose transaction has not
+	committed (Meta can call back within milliseconds): it is kept in Redis for an hour and
+	applied when that send commits (`apply_early_statuses`). Others are simply ignored.
+	"""
+	failed = []
+	for status in statuses:
+		time_field = STATUS_TIME_FIELD.get(status.status)
+		if status.frappe_status is None or time_field is None:
+			continue  # deleted / warning / our own "queued": nothing Meta reports to record
+		values: dict[str, Any] = {
+			"wamid": status.wamid,
+			"status": status.frappe_status,
+			"at": _moment(status.timestamp),
+			"code": None,
+			"title": None,
+			"details": None,
+		}
+		undeliverable = False
+		if status.status == "failed":
+			error = status.error
+			values.update(
+				code=status.error_code or 0,
+				title=(status.error_title or "")[:140] or None,
+				details=(str(error) if error else status.error_details or "")[:1000] or None,
+			)
+			undeliverable = isinstance(error, UndeliverableError)
+		apply_status(values, time_field)
+		if not frappe.db.exists(MESSAGE, {"wamid": status.wamid, "direction": "Outbound"}):
+			early_statuses.keep(
+				status.wamid,
+				{
+					"values": {**values, "at": str(values["at"])},
+					"time_field": time_field,
+					"undeliverable": undeliverable,
+				},
+			)
+			apply_status(values, time_field)  # the send may have committed meanwhile
+		if status.status == "failed":
+			failed.append(
+				{
+					"wamid": status.wamid,
+					"code": values["code"],
+					"title": values["title"],
+					"undeliverable": undeliverable,
+				}
+			)
+	return failed
