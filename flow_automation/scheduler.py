@@ -150,8 +150,8 @@ def every_minute() -> None:
 		return
 	now = now_datetime()
 	# Each part on its own: a broken schedule must not stop delayed steps from firing.
-	for part in (fire_schedules, run_due, drain_outbox):
-		separately(lambda: part(now), title=f"Flow Automation cron: {part.__name__} failed")
+	for what, part in (("schedules", fire_schedules), ("due steps", run_due), ("queued runs", drain_outbox)):
+		separately(lambda: part(now), title=f"Flow Automation cron: {what} failed")
 
 
 def fire_due_many(batch: list[tuple[str, list[str]]]) -> None:

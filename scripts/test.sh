@@ -101,18 +101,28 @@ else
 		fi
 		# Test dependencies, as `bench setup requirements --dev` installs them: every app's
 		# [tool.bench.dev-dependencies] (Frappe's test helpers need freezegun, hypothesis, ...;
-		# ours list playwright for the Desk tests). Only when an app's list changed.
-		devdeps_stamp="$bench/env/.flow_automation_devdeps-$(cat "$bench"/apps/*/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)"
-		if [ ! -f "$devdeps_stamp" ]; then
-			# shellcheck disable=SC2046
-			"$bench/env/bin/pip" install -q --disable-pip-version-check $("$bench/env/bin/python" - "$bench/apps" <<'PY'
-import pathlib, sys, tomllib
+		# ours list playwright for the Desk tests). Checked every run; only what is missing or
+		# at the wrong version is installed.
+		missing="$("$bench/env/bin/python" - "$bench/apps" <<'PY'
+import importlib.metadata, pathlib, sys, tomllib
+from packaging.requirements import Requirement
 for pyproject in sorted(pathlib.Path(sys.argv[1]).glob("*/pyproject.toml")):
 	deps = tomllib.loads(pyproject.read_text()).get("tool", {}).get("bench", {}).get("dev-dependencies", {})
 	for name, spec in deps.items():
-		print(f"{name}{spec}")
+		requirement = Requirement(f"{name}{spec}")
+		try:
+			installed = importlib.metadata.version(requirement.name)
+		except importlib.metadata.PackageNotFoundError:
+			installed = None
+		if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+			print(requirement)
 PY
-			) && touch "$devdeps_stamp" || { red "installing the apps' dev-dependencies failed"; exit 2; }
+)"
+		if [ -n "$missing" ]; then
+			echo "installing the apps' dev-dependencies: $(echo $missing)"
+			# shellcheck disable=SC2086
+			"$bench/env/bin/pip" install -q --disable-pip-version-check $missing \
+				|| { red "installing the apps' dev-dependencies failed"; exit 2; }
 		fi
 		if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 			(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \

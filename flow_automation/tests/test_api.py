@@ -267,3 +267,81 @@ class TestFlowAPI(FlowTestCase):
 		finally:
 			frappe.db.delete("ToDo", {"name": todo})
 			frappe.db.commit()
+
+	def test_every_whitelisted_method_answers_a_bare_post_with_403_or_417_never_500(self):
+		"""Found by walking the app, so a new method cannot slip through: no role → 403 whatever
+		the arguments; a missing argument → 417 naming it; never a TypeError's 500."""
+		methods = whitelisted_methods()
+		self.assertIn("flow_automation.api.start", methods)
+		self.assertGreaterEqual(len(methods), 17)
+		for path, fn in methods.items():
+			guest = fn in frappe.guest_methods
+			required = required_arguments(fn)
+			with self.subTest(method=path):
+				status, body = self.call(path, {}, None if guest else "norole")
+				self.assertEqual(status, 403, body)  # a guest without a valid signature or secret, too
+				if guest:
+					continue
+				status, body = self.call(path, {}, "manager")
+				if required:
+					self.assertEqual(status, 417, body)
+					for name in required:
+						self.assertIn(name, json.dumps(body))
+				else:
+					self.assertEqual(status, 200, body)
+
+	def test_a_run_needs_a_document_of_the_templates_doctype(self):
+		contact_flow = make_template(
+			[{"id": "a", "kind": "wait", "payload": {}}],
+			name=unique("API Contact Flow"),
+			trigger={"type": "Manual", "doctype": "Contact"},
+		)
+		frappe.db.commit()
+		cases = [
+			(
+				"start",
+				{"template": contact_flow.name, "reference_doctype": "Note", "reference_name": self.note},
+			),
+			(
+				"start_many",
+				{"template": contact_flow.name, "reference_doctype": "Note", "names": [self.note]},
+			),
+			(
+				"simulate",
+				{"template": contact_flow.name, "reference_doctype": "Note", "reference_name": self.note},
+			),
+		]
+		for method, args in cases:
+			with self.subTest(method=method):
+				status, body = self.call(method, args, "manager")
+				self.assertEqual(status, 417, body)
+				self.assertIn("works on Contact documents, not on Note", json.dumps(body))
+		frappe.db.rollback()
+		self.assertEqual(frappe.db.count("Flow Run", {"template": contact_flow.name}), 0)
+
+
+def whitelisted_methods() -> dict[str, object]:
+	"""Every whitelisted function of this app, by dotted path (importing every module first)."""
+	import importlib
+	import pkgutil
+
+	import flow_automation
+
+	for module in pkgutil.walk_packages(flow_automation.__path__, "flow_automation."):
+		if ".tests" not in module.name and ".test_" not in module.name and not module.name.endswith(".hooks"):
+			importlib.import_module(module.name)
+	return {
+		f"{fn.__module__}.{fn.__name__}": fn
+		for fn in frappe.whitelisted
+		if getattr(fn, "__module__", "").startswith("flow_automation.")
+	}
+
+
+def required_arguments(fn) -> list[str]:
+	import inspect
+
+	return [
+		name
+		for name, p in inspect.signature(fn).parameters.items()
+		if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+	]

@@ -87,6 +87,22 @@ class TestBenchCommands(FlowTestCase):
 		self.assertNotEqual(bad.returncode, 0)
 		self.assertIn("--doc takes DOCTYPE/NAME", bad.stdout + bad.stderr)
 
+	def test_simulate_refuses_a_document_of_another_doctype_or_one_that_does_not_exist(self):
+		contact_flow = make_template(
+			[{"id": "a", "kind": "wait", "payload": {}}],
+			name=unique("Contact Command Flow"),
+			trigger={"type": "Manual", "doctype": "Contact"},
+		)
+		frappe.db.commit()
+		wrong = bench("simulate", contact_flow.name, "--doc", f"ToDo/{self.todo.name}")
+		self.assertNotEqual(wrong.returncode, 0)
+		self.assertIn(f"works on Contact documents, not on ToDo ({self.todo.name} is a ToDo)", wrong.stderr)
+		self.assertNotIn("Traceback", wrong.stderr)
+		missing = bench("simulate", contact_flow.name, "--doc", "Contact/nonexistent")
+		self.assertNotEqual(missing.returncode, 0)
+		self.assertIn("Contact nonexistent does not exist", missing.stderr)
+		self.assertNotIn("Dry run of", missing.stdout)
+
 	def test_run_due_fires_due_steps(self):
 		# five minutes pass: the row and the run's own due time both lie in the past
 		past = add_to_date(now_datetime(), minutes=-1).replace(microsecond=0)

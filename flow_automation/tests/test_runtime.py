@@ -569,6 +569,81 @@ class TestSubFlows(FlowTestCase):
 		)
 		self.assertTrue(frappe.db.exists("Note", {"title": "score 40"}))
 
+	def parent_that_fails_while_its_child_waits(self, child_steps: list) -> tuple[str, str]:
+		child = make_template(child_steps)
+		parent = make_template(
+			[
+				{"id": "sub", "kind": "start_flow", "payload": {"template": child.name, "wait": True}},
+				{
+					"id": "boom",
+					"kind": "update_document",
+					"payload": {
+						"target": "document",
+						"doctype": "ToDo",
+						"name": "nope",
+						"fields": {"status": "Closed"},
+					},
+				},
+			]
+		)
+		run = start(parent)
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")
+		child_run = frappe.db.get_value("Flow Run", {"parent_run": run}, "name")
+		self.assertEqual(frappe.db.get_value("Flow Run", child_run, "status"), "Waiting")
+		return run, child_run
+
+	def test_a_child_that_finishes_after_its_parent_failed_finishes_normally(self):
+		with self.freeze_time("2026-01-01 00:00:00"):
+			run, child_run = self.parent_that_fails_while_its_child_waits(
+				[{"id": "nap", "kind": "wait", "trigger": {"type": "after_delay", "hours": 1}, "payload": {}}]
+			)
+			parent_before = frappe.db.get_value(
+				"Flow Run", run, ["status", "error", "step_state", "modified"]
+			)
+		errors_before = frappe.db.count("Error Log")
+		with self.freeze_time("2026-01-01 01:00:00"):
+			self.assertEqual(run_due(), 1)  # the child's timer, fired as the cron fires it
+		self.assertEqual(frappe.db.get_value("Flow Run", child_run, "status"), "Completed")
+		self.assertEqual(pending(child_run, status="Running"), [])  # spent, not left for another claim
+		self.assertEqual(
+			frappe.db.get_value("Flow Run", run, ["status", "error", "step_state", "modified"]), parent_before
+		)
+		self.assertEqual(frappe.db.count("Error Log"), errors_before)
+
+	def test_a_child_of_a_failed_parent_can_still_be_cancelled(self):
+		run, child_run = self.parent_that_fails_while_its_child_waits(
+			[{"id": "gate", "kind": "wait", "trigger": {"type": "manual"}, "payload": {}}]
+		)
+		runtime.cancel_run(child_run, "not needed any more")
+		self.assertEqual(frappe.db.get_value("Flow Run", child_run, "status"), "Cancelled")
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")
+
+	def test_cancelling_a_parent_cancels_its_waiting_child(self):
+		child = make_template([{"id": "gate", "kind": "wait", "trigger": {"type": "manual"}, "payload": {}}])
+		parent = make_template(
+			[{"id": "sub", "kind": "start_flow", "payload": {"template": child.name, "wait": True}}]
+		)
+		run = start(parent)
+		child_run = frappe.db.get_value("Flow Run", {"parent_run": run}, "name")
+		runtime.cancel_run(run)
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Cancelled")
+		self.assertEqual(
+			frappe.db.get_value("Flow Run", child_run, ["status", "error"]),
+			("Cancelled", f"Parent run {run} was cancelled"),
+		)
+
+	def test_retrying_a_failed_parent_picks_up_a_child_that_finished_meanwhile(self):
+		run, child_run = self.parent_that_fails_while_its_child_waits(
+			[{"id": "gate", "kind": "wait", "trigger": {"type": "manual"}, "payload": {}}]
+		)
+		runtime.complete_step(child_run, "gate", {})
+		self.assertEqual(frappe.db.get_value("Flow Run", child_run, "status"), "Completed")
+		self.assertEqual(state(run)["sub"]["status"], "cancelled")  # parked while the parent is failed
+		# the retried step fails again (its ToDo still does not exist); the sub-flow's result is kept
+		runtime.retry_steps(run, ["boom"])
+		self.assertEqual(state(run)["sub"]["status"], "done")
+		self.assertEqual(state(run)["sub"]["output"]["run"], child_run)
+
 	def test_a_delayed_child_resumes_the_parent_when_it_finishes(self):
 		child = make_template(
 			[{"id": "nap", "kind": "wait", "trigger": {"type": "after_delay", "hours": 1}, "payload": {}}]
@@ -838,3 +913,33 @@ class TestSimulate(FlowTestCase):
 		self.assertEqual([c["action"] for c in result.calls], ["email", "http"])
 		self.assertEqual({dt: frappe.db.count(dt) for dt in counts}, counts)
 		self.assertFalse(frappe.db.exists("Note", note_name))
+
+	def test_a_dry_run_shows_a_step_whose_rendered_payload_cannot_run_as_failed_with_the_reason(self):
+		todo = make_todo("no phone here")
+		template = make_template(
+			[
+				{
+					"id": "hello",
+					"kind": "send_whatsapp",
+					"payload": {
+						"to": "{{ doc.mobile_no }}",
+						"mode": "text",
+						"text": "Hi {{ doc.description }}",
+					},
+				},
+			],
+			trigger={"type": "Manual", "doctype": "ToDo"},
+		)
+		result = runtime.simulate_template(template.name, reference_doctype="ToDo", reference_name=todo.name)
+		by_step = {
+			entry.step_id: entry for entry in result.timeline if entry.action in ("executed", "failed")
+		}
+		self.assertEqual(by_step["hello"].action, "failed")
+		self.assertEqual(by_step["hello"].error, "to: rendered to an empty value")
+		self.assertEqual(result.status, "Failed")
+		self.assertEqual(result.calls, [])  # nothing would have been sent
+		# the same check a real run makes
+		run = runtime.start_run(
+			template.name, reference_doctype="ToDo", reference_name=todo.name, advance="now"
+		)
+		self.assertEqual(state(run)["hello"]["error"], "to: rendered to an empty value")

@@ -113,6 +113,36 @@ class TestAsk(WhatsAppTestCase):
 		self.assertEqual(state(run)["q"]["branch"], "bad")
 		self.assertIsNone(conversation().waiting_run)
 
+	def test_a_reply_reaches_a_sub_flows_question_after_its_parent_failed(self):
+		open_window()
+		child = ask_flow()
+		parent = make_template(
+			[
+				{"id": "sub", "kind": "start_flow", "payload": {"template": child, "wait": True}},
+				{
+					"id": "boom",
+					"kind": "update_document",
+					"payload": {
+						"target": "document",
+						"doctype": "ToDo",
+						"name": "nope",
+						"fields": {"status": "Closed"},
+					},
+				},
+			]
+		).name
+		run = start(parent)
+		child_run = frappe.db.get_value("Flow Run", {"parent_run": run}, "name")
+		self.assertEqual((run_status(run), run_status(child_run)), ("Failed", "Waiting"))
+		self.assertEqual(
+			conversation().waiting_run, child_run
+		)  # the parent's failure released nothing of the child
+		deliver(inbound_message(button=("good", "Great")))
+		self.assertEqual(run_status(child_run), "Completed")
+		self.assertEqual(variables(child_run), {"answer": "good", "path": "good"})
+		self.assertEqual(run_status(run), "Failed")
+		self.assertIsNone(conversation().waiting_run)
+
 	def test_a_typed_title_counts_and_the_reply_row_points_at_the_run(self):
 		open_window()
 		run = start(ask_flow())

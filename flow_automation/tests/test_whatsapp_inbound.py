@@ -11,6 +11,7 @@ from flow_automation.tests.whatsapp_utils import (
 	APP_SECRET,
 	CONTACT,
 	SAMPLES,
+	WABA_ID,
 	WhatsAppTestCase,
 	conversation,
 	deliver,
@@ -156,24 +157,104 @@ class TestStatuses(WhatsAppTestCase):
 		self.assertEqual(conversation().undeliverable, 1)
 		self.assertEqual(early_statuses.take(early), [])  # applied, and gone from Redis
 
-	def test_template_status_updates_reach_synced_templates(self):
-		frappe.get_doc(
-			{
-				"doctype": "WhatsApp Template",
-				"account": self.account.name,
-				"template_name": "seasonal_offer",
-				"language": "en_US",
-				"status": "APPROVED",
-			}
-		).insert()
-		deliver((SAMPLES / "template_status_update.json").read_bytes())
+	def test_a_template_status_update_changes_only_its_own_business_accounts_templates(self):
+		other = make_account(
+			self.graph, "WA Test Other", waba_id="999000999", phone_number_id="777000777", is_default=0
+		)
+		for account in (self.account.name, other.name):
+			template_row(account, "order_confirmation", "en_US", "PENDING")
 		sample = frappe.parse_json((SAMPLES / "template_status_update.json").read_text())
 		value = sample["entry"][0]["changes"][0]["value"]
-		if value.get("message_template_name") == "seasonal_offer":
-			self.assertEqual(
-				frappe.db.get_value("WhatsApp Template", {"template_name": "seasonal_offer"}, "status"),
-				value["event"],
+		self.assertEqual(sample["entry"][0]["id"], WABA_ID)  # the sample is about our main account's WABA
+		self.assertEqual((value["message_template_name"], value["event"]), ("order_confirmation", "APPROVED"))
+		deliver((SAMPLES / "template_status_update.json").read_bytes())
+		self.assertEqual(template_status(self.account.name, "order_confirmation", "en_US"), "APPROVED")
+		self.assertEqual(template_status(other.name, "order_confirmation", "en_US"), "PENDING")  # untouched
+
+	def test_a_template_status_update_for_an_unknown_business_account_changes_nothing_and_is_logged(self):
+		template_row(self.account.name, "order_confirmation", "en_US", "PENDING")
+		sample = frappe.parse_json((SAMPLES / "template_status_update.json").read_text())
+		sample["entry"][0]["id"] = "123123123"
+		deliver(sample)
+		self.assertEqual(template_status(self.account.name, "order_confirmation", "en_US"), "PENDING")
+		self.assertTrue(
+			frappe.db.exists(
+				"Error Log", {"method": ("like", "%unknown WhatsApp Business Account 123123123%")}
 			)
+		)
+
+	def test_one_failure_report_that_cannot_be_handled_never_stops_the_rest_of_the_delivery(self):
+		template = make_template(
+			[
+				{
+					"id": "send",
+					"kind": "send_whatsapp",
+					"payload": {
+						"to": "{{ variables.phone }}",
+						"mode": "text",
+						"text": "Hi",
+						"fallback_template": {"template": "reopen_v1", "language": "en"},
+					},
+				}
+			]
+		).name
+		conversations.record_inbound(
+			CONTACT, at=now_datetime(), account=self.account.name, contact_name=None, wa_id=None
+		)
+		first, first_wamid = send_run(template)
+		second, second_wamid = send_run(template)
+		template_row(self.account.name, "order_confirmation", "en_US", "PENDING")
+		conversations.set_opted_out(CONTACT, True)  # the fallback of the first report cannot go to them
+		# one webhook POST: two late failures, a template status update and a message from someone else
+		body = status_update(first_wamid, "failed", code=131047)
+		value = body["entry"][0]["changes"][0]["value"]
+		value["statuses"] += status_update(second_wamid, "failed", code=131049)["entry"][0]["changes"][0][
+			"value"
+		]["statuses"]
+		value["messages"] = inbound_message("hello", number="+16505550000")["entry"][0]["changes"][0][
+			"value"
+		]["messages"]
+		value["contacts"] = [{"profile": {"name": "Lee"}, "wa_id": "16505550000"}]
+		body["entry"].append(
+			frappe.parse_json((SAMPLES / "template_status_update.json").read_text())["entry"][0]
+		)
+		self.assertEqual(deliver(body), (200, "OK"))
+		[first_log] = frappe.get_all(
+			"Flow Step Log", filters={"run": first, "status": "Failed"}, pluck="error"
+		)
+		self.assertIn("131047", first_log)
+		self.assertIn("the fallback template was not sent: opted_out", first_log)
+		[second_log] = frappe.get_all(
+			"Flow Step Log", filters={"run": second, "status": "Failed"}, pluck="error"
+		)
+		self.assertIn("131049", second_log)
+		self.assertEqual(template_status(self.account.name, "order_confirmation", "en_US"), "APPROVED")
+		inbound = frappe.get_value(
+			"WhatsApp Message",
+			{"direction": "Inbound", "contact_number": "+16505550000"},
+			["processing_status", "outcome"],
+			as_dict=True,
+		)
+		self.assertEqual(inbound.processing_status, "Done")
+		self.assertEqual([m["type"] for m in self.sent()], ["text", "text"])  # no fallback went out
+
+
+def template_row(account: str, name: str, language: str, status: str) -> None:
+	frappe.get_doc(
+		{
+			"doctype": "WhatsApp Template",
+			"account": account,
+			"template_name": name,
+			"language": language,
+			"status": status,
+		}
+	).insert()
+
+
+def template_status(account: str, name: str, language: str) -> str | None:
+	return frappe.db.get_value(
+		"WhatsApp Template", {"account": account, "template_name": name, "language": language}, "status"
+	)
 
 
 class TestOptOut(WhatsAppTestCase):
@@ -223,6 +304,25 @@ class TestKeywordTriggers(WhatsAppTestCase):
 
 	def runs_of(self, template) -> list[str]:
 		return frappe.get_all("Flow Run", filters={"template": template.name}, pluck="name")
+
+	def test_an_opted_out_contacts_message_starts_nothing_and_says_why(self):
+		template = self.keyword_template(["menu"], max_consecutive_failures=1)
+		conversations.ensure(CONTACT)
+		conversations.set_opted_out(CONTACT, True)
+		for _ in range(3):  # a few texts cannot switch the bot off for everyone
+			body = inbound_message("menu")
+			deliver(body)
+			row = message_row(body["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+			self.assertEqual(row.processing_status, "Done")
+			self.assertEqual(row.outcome, "ignored: the contact opted out; START opts back in")
+		self.assertEqual(self.runs_of(template), [])
+		self.assertEqual(
+			frappe.db.get_value("Flow Template", template.name, ["enabled", "consecutive_failures"]), (1, 0)
+		)
+		self.assertEqual(self.sent(), [])
+		deliver(inbound_message("START"))
+		deliver(inbound_message("menu"))
+		self.assertEqual(len(self.runs_of(template)), 1)
 
 	def test_an_exact_keyword_starts_the_flow_with_the_contact(self):
 		template = self.keyword_template(["menu", "hi"])

@@ -30,3 +30,15 @@ class TestFlowAutomationSettings(FlowTestCase):
 		settings.lease_seconds = 10
 		with self.assertRaisesRegex(frappe.ValidationError, "at least 60"):
 			settings.save()
+
+	def test_the_scheduler_status_names_when_the_minute_cron_last_ran(self):
+		from frappe.utils import get_datetime
+
+		from flow_automation.desk import get_scheduler_status
+
+		job = frappe.get_doc("Scheduled Job Type", {"method": "flow_automation.scheduler.every_minute"})
+		self.assertEqual(job.frequency, "Cron")
+		job.execute()  # as Frappe's scheduler runs it (it commits and records the time)
+		ran = frappe.db.get_value("Scheduled Job Type", job.name, "last_execution")
+		self.assertIsNotNone(ran)
+		self.assertEqual(get_datetime(get_scheduler_status()["last_cron_run"]), get_datetime(ran))

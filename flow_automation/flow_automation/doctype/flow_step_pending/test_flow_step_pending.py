@@ -3,11 +3,12 @@
 """The scheduler's inbox: claiming with leases, concurrency, crash recovery, backoff."""
 
 import json
+from unittest.mock import patch
 
 import frappe
 from frappe.utils import add_to_date, get_datetime, now_datetime
 
-from flow_automation import runtime
+from flow_automation import runtime, scheduler
 from flow_automation.runtime import store
 from flow_automation.scheduler import MAX_CLAIMS, begin_claim_transaction, claim_due, lease_seconds, run_due
 from flow_automation.tests.utils import FlowTestCase, make_template, pending, step_status
@@ -232,3 +233,77 @@ class TestFiringAndBackoff(FlowTestCase):
 		again = pending(run)
 		self.assertEqual([p.step_id for p in again], ["nap"])
 		self.assertEqual(again[0].trigger_at, row.trigger_at)  # the step's own due time
+
+
+class TestRecovery(FlowTestCase):
+	"""The cron and the workers own their transactions: a failure in one part or one run is
+	rolled back, recorded and logged, and the rest goes on (the failure is injected here)."""
+
+	def due_runs(self, count: int) -> list[str]:
+		template = make_template(
+			[{"id": "nap", "kind": "wait", "trigger": {"type": "after_delay", "minutes": 1}, "payload": {}}]
+		)
+		with self.freeze_time(add_to_date(now_datetime(), minutes=-5)):
+			runs = [runtime.start_run(template.name, advance="now") for _ in range(count)]
+		frappe.db.commit()
+		return runs
+
+	def test_one_run_that_fails_to_fire_never_stops_the_others_and_keeps_its_error(self):
+		broken, *fine = self.due_runs(3)
+		real = scheduler.fire_due
+
+		def fire_due(run, pending, now=None):
+			if run == broken:
+				frappe.db.set_value("Flow Run", run, "error", "half-written")  # undone with the rest
+				raise RuntimeError("the database went away")
+			return real(run, pending, now=now)
+
+		errors = frappe.db.count("Error Log")
+		with patch("flow_automation.scheduler.fire_due", fire_due):
+			self.assertEqual(run_due(), 3)
+		for run in fine:
+			self.assertEqual(step_status(run), {"nap": "done"})
+		self.assertEqual(frappe.db.get_value("Flow Run", broken, ["status", "error"]), ("Waiting", None))
+		self.assertEqual(
+			len(pending(broken, status="Running")), 1
+		)  # left to its lease: the next claim retries
+		self.assertEqual(frappe.db.count("Error Log"), errors + 1)
+		self.assertTrue(
+			frappe.db.exists("Error Log", {"method": f"Flow Run {broken}: firing due steps failed"})
+		)
+
+	def test_the_row_of_a_run_whose_advance_fails_records_the_error_for_the_next_claim(self):
+		[run] = self.due_runs(1)
+		with patch(
+			"flow_automation.scheduler.advance_run", side_effect=RuntimeError("worker lost its database")
+		):
+			run_due()
+		row = frappe.db.get_value("Flow Step Pending", {"run": run}, ["status", "last_error"], as_dict=True)
+		self.assertEqual(row.status, "Running")
+		self.assertEqual(row.last_error, "RuntimeError: worker lost its database")
+
+	def test_a_deadlock_is_tried_again_and_the_run_fires_once(self):
+		[run] = self.due_runs(1)
+		real = scheduler.advance_run
+		calls = []
+
+		def advance_run(name, **kw):
+			calls.append(name)
+			if len(calls) == 1:
+				raise frappe.QueryDeadlockError("Deadlock found when trying to get lock")
+			return real(name, **kw)
+
+		with patch("flow_automation.scheduler.advance_run", advance_run):
+			run_due()
+		self.assertEqual(calls, [run, run])
+		self.assertEqual(step_status(run), {"nap": "done"})
+		self.assertEqual(pending(run, status="Done")[0].step_id, "nap")
+
+	def test_a_failing_part_of_the_minute_cron_is_logged_and_the_other_parts_still_run(self):
+		[run] = self.due_runs(1)
+		errors = frappe.db.count("Error Log")
+		with patch("flow_automation.scheduler.fire_schedules", side_effect=RuntimeError("bad schedule")):
+			scheduler.every_minute()
+		self.assertEqual(step_status(run), {"nap": "done"})  # due steps fired after the failed part
+		self.assertEqual(frappe.db.count("Error Log"), errors + 1)
+		self.assertTrue(frappe.db.exists("Error Log", {"method": "Flow Automation cron: schedules failed"}))
