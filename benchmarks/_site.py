@@ -1,6 +1,6 @@
 """Shared by the site benchmarks (dispatch_overhead, scheduler_drain, crash).
 
-Finds the bench ($FRAPPE_BENCH, default /opt/frappe-bench) and the site ($FRAPPE_TEST_SITE,
+Finds the bench ($FRAPPE_BENCH, else the first in /opt, /home/*, /root, like the test command) and the site ($FRAPPE_TEST_SITE,
 default test_site), re-runs a script with the bench's Python, connects, counts rows, cleans
 up fixtures, and starts and stops the helper processes. It is also the entry point of those
 processes:
@@ -17,6 +17,7 @@ sends what would go to "default" there. Everything else is Frappe's and the app'
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import signal
@@ -25,7 +26,18 @@ import sys
 import time
 from typing import Any
 
-BENCH = os.environ.get("FRAPPE_BENCH", "/opt/frappe-bench")
+def find_bench() -> str:
+	"""$FRAPPE_BENCH, else the first bench in the usual places (as the test command finds it)."""
+	if os.environ.get("FRAPPE_BENCH"):
+		return os.environ["FRAPPE_BENCH"]
+	for pattern in ("/opt/*/sites/apps.txt", "/home/*/*/sites/apps.txt", "/root/*/sites/apps.txt"):
+		found = sorted(glob.glob(pattern))
+		if found:
+			return os.path.dirname(os.path.dirname(found[0]))
+	sys.exit("no Frappe bench found: set FRAPPE_BENCH to a bench folder")
+
+
+BENCH = find_bench()
 SITE = os.environ.get("FRAPPE_TEST_SITE", "test_site")
 SITES = os.path.join(BENCH, "sites")
 PYTHON = os.path.join(BENCH, "env", "bin", "python")

@@ -2,7 +2,7 @@
 
 Run with the bench's Python (the script re-execs itself with it):
 
-	/opt/frappe-bench/env/bin/python benchmarks/crash.py [kills] [runs]
+	$FRAPPE_BENCH/env/bin/python benchmarks/crash.py [kills] [runs]
 
 $FRAPPE_BENCH and $FRAPPE_TEST_SITE pick the bench and the site. The flow has three steps that
 run in one fire job once its delayed first step is due:

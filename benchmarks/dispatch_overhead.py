@@ -2,7 +2,7 @@
 
 Run with the bench's Python (the script re-execs itself with it):
 
-	/opt/frappe-bench/env/bin/python benchmarks/dispatch_overhead.py [rounds] [saves_per_round]
+	$FRAPPE_BENCH/env/bin/python benchmarks/dispatch_overhead.py [rounds] [saves_per_round]
 
 $FRAPPE_BENCH and $FRAPPE_TEST_SITE pick the bench and the site. The script commits 50 enabled
 Document Event Flow Templates and 50 enabled Notifications on other doctypes (conditions that

@@ -3,7 +3,7 @@ fired twice or lost.
 
 Run with the bench's Python (the script re-execs itself with it):
 
-	/opt/frappe-bench/env/bin/python benchmarks/scheduler_drain.py [rows] [timeout_s]
+	$FRAPPE_BENCH/env/bin/python benchmarks/scheduler_drain.py [rows] [timeout_s]
 
 $FRAPPE_BENCH and $FRAPPE_TEST_SITE pick the bench and the site. The script commits a template
 whose only step is a delayed `wait`, starts one real run of it, and copies that run with

@@ -6,7 +6,7 @@ at CONCURRENCY posts signed deliveries (one inbound text message each, a unique 
 `/api/method/ping` on the same server: the ceiling of Frappe's request path here. `lost`
 counts deliveries answered 200 whose message is not in the table.
 
-    FRAPPE_BENCH=/opt/frappe-bench FRAPPE_TEST_SITE=test_site python benchmarks/webhook.py
+    FRAPPE_BENCH=path/to/frappe-bench FRAPPE_TEST_SITE=test_site python benchmarks/webhook.py
 
 Re-executes itself with the bench's Python when Frappe is not importable. Commits a
 WhatsApp Account fixture for the run and removes it, the stored messages and the queued
@@ -26,7 +26,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BENCH = Path(os.environ.get("FRAPPE_BENCH", "/opt/frappe-bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _site import find_bench  # noqa: E402
+
+BENCH = Path(find_bench())
 SITE = os.environ.get("FRAPPE_TEST_SITE", "test_site")
 DURATION = float(os.environ.get("WEBHOOK_BENCH_SECONDS", "60"))
 CONCURRENCY = int(os.environ.get("WEBHOOK_BENCH_CONCURRENCY", "16"))

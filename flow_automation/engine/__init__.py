@@ -31,8 +31,8 @@ from flow_automation.engine.planner import (
 	retry_steps,
 )
 from flow_automation.engine.planner import cancel as cancel_steps
-from flow_automation.engine.redact import redact
-from flow_automation.engine.simulate import SimulationResult, simulate
+from flow_automation.engine.pii import redact
+from flow_automation.engine.simulator import SimulationResult, simulate
 from flow_automation.engine.state import (
 	ACTIVE_RUN_STATUSES,
 	FINISHED_RUN_STATUSES,

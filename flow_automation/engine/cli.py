@@ -25,7 +25,7 @@ from flow_automation.channels.whatsapp import FakeGraphAPI
 from flow_automation.engine import catalog
 from flow_automation.engine.definition import extract_definition
 from flow_automation.engine.render import format_datetime, parse_datetime
-from flow_automation.engine.simulate import simulate
+from flow_automation.engine.simulator import simulate
 from flow_automation.engine.validation import (
 	FlowValidationError,
 	definition_json_schema,

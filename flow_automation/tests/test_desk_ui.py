@@ -26,7 +26,7 @@ from urllib.parse import quote
 import frappe
 
 from flow_automation import runtime
-from flow_automation.engine import catalog
+from flow_automation.engine import get_kind
 from flow_automation.tests.utils import FlowTestCase, make_template
 
 CHROMIUM = os.environ.get("FLOW_DESK_UI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -367,7 +367,7 @@ class TestDeskUI(FlowTestCase):
 		form = self.open_step_row("check")
 		help_box = form.locator("[data-fieldname='payload'] .flow-kind-help")
 		help_box.wait_for()
-		self.assertIn(catalog.get_kind("condition").description, help_box.inner_text())
+		self.assertIn(get_kind("condition").description, help_box.inner_text())
 		self.assertIn("yes", help_box.inner_text())
 
 		# What the user sees: the autocomplete list of the row's Kind field (emptied to list all).
@@ -395,10 +395,10 @@ class TestDeskUI(FlowTestCase):
 		kind_input.blur()
 		page.wait_for_function("() => (cur_frm.doc.steps.at(-1).payload || '').includes('subject')")
 		payload = json.loads(page.evaluate("() => cur_frm.doc.steps.at(-1).payload"))
-		self.assertEqual(payload, catalog.get_kind("notify").example)
+		self.assertEqual(payload, get_kind("notify").example)
 		form.locator("[data-fieldname='payload'] .flow-kind-help").wait_for()
 		self.assertIn(
-			catalog.get_kind("notify").output,
+			get_kind("notify").output,
 			form.locator("[data-fieldname='payload'] .flow-kind-help").inner_text(),
 		)
 
@@ -507,7 +507,7 @@ class TestDeskUI(FlowTestCase):
 		form.locator(".btn-edit-payload").click()
 		dialog = page.locator(".flow-payload-dialog.show")
 		dialog.wait_for()
-		schema = catalog.get_kind("create_document").payload_schema
+		schema = get_kind("create_document").payload_schema
 		fields = dialog.locator(".frappe-control[data-fieldname]:not([data-fieldtype='HTML'])").evaluate_all(
 			"els => els.map(e => [e.dataset.fieldname, e.dataset.fieldtype])"
 		)

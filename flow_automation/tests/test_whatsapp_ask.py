@@ -1,7 +1,7 @@
 """`ask` on a real site, and the shared WhatsApp example flows end to end (loopback Graph API).
 
-The example flows are read from /work/shared/examples/flows when present (the spec), else
-from the identical copies in tests/flows/.
+The example flows are read from the shared examples (`../shared/examples/flows` from the
+project root) when present (the spec), else from the identical copies in tests/flows/.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from flow_automation.tests.whatsapp_utils import (
 )
 from flow_automation.triggers import dispatch_event
 
-SHARED = Path("/work/shared/examples/flows")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "examples" / "flows"
 COPIES = Path(__file__).resolve().parent / "flows"
 T0 = "2026-04-01 09:00:00"
 

@@ -40,9 +40,9 @@ from flow_automation.channels.whatsapp import (
 	WhatsAppError,
 	WindowClosedError,
 	normalize_number,
+	to_frappe_status,
 	window_problem,
 )
-from flow_automation.channels.whatsapp.status import to_frappe_status
 from flow_automation.engine import (
 	Outcome,
 	StepError,

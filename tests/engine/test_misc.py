@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flow_automation.engine.definition import RetryPolicy
-from flow_automation.engine.redact import redact
+from flow_automation.engine.pii import redact
 from flow_automation.engine.retry import backoff_seconds, has_attempts_left
 
 ENGINE = Path(__file__).resolve().parents[2] / "flow_automation" / "engine"

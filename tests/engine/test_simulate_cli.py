@@ -15,7 +15,7 @@ from shared_examples import example_flow
 
 from flow_automation.engine.cli import main
 from flow_automation.engine.definition import extract_definition
-from flow_automation.engine.simulate import RecordingHost, simulate
+from flow_automation.engine.simulator import RecordingHost, simulate
 from flow_automation.engine.validation import parse_definition
 
 REPO = Path(__file__).resolve().parents[2]

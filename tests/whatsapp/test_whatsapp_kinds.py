@@ -14,7 +14,7 @@ from flow_automation.channels.whatsapp import MessageValidationError, limits
 from flow_automation.engine import catalog
 from flow_automation.engine.definition import extract_definition
 from flow_automation.engine.planner import Event
-from flow_automation.engine.simulate import simulate
+from flow_automation.engine.simulator import simulate
 from flow_automation.engine.validation import parse_definition, validate_definition
 from flow_automation.engine.whatsapp_kinds import (
 	ANSWERED,
