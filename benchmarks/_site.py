@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any
 
+
 def find_bench() -> str:
 	"""$FRAPPE_BENCH, else the first bench in the usual places (as the test command finds it)."""
 	if os.environ.get("FRAPPE_BENCH"):

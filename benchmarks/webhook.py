@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _site import find_bench  # noqa: E402
+from _site import find_bench
 
 BENCH = Path(find_bench())
 SITE = os.environ.get("FRAPPE_TEST_SITE", "test_site")

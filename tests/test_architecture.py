@@ -93,8 +93,9 @@ def test_no_import_cycles_among_the_apps_modules(graph):
 
 def test_the_cycle_check_finds_a_cycle_through_an_import_inside_a_function():
 	class Graph:
-		modules = {"a", "b", "c"}
-		edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}}  # c imports a inside a function, say
+		def __init__(self):
+			self.modules = {"a", "b", "c"}
+			self.edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}}  # c imports a inside a function, say
 
 		def find_modules_directly_imported_by(self, module):
 			return self.edges.get(module, set())

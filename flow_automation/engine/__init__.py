@@ -19,6 +19,7 @@ from flow_automation.engine.definition import (
 	extract_definition,
 )
 from flow_automation.engine.outcome import Outcome, StepError
+from flow_automation.engine.pii import redact
 from flow_automation.engine.planner import (
 	AdvanceResult,
 	Attempt,
@@ -31,7 +32,6 @@ from flow_automation.engine.planner import (
 	retry_steps,
 )
 from flow_automation.engine.planner import cancel as cancel_steps
-from flow_automation.engine.pii import redact
 from flow_automation.engine.simulator import SimulationResult, simulate
 from flow_automation.engine.state import (
 	ACTIVE_RUN_STATUSES,
