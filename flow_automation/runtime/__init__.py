@@ -14,7 +14,6 @@
 Everything else in the app uses the names exported here.
 """
 
-from collections.abc import Mapping
 from typing import Any
 
 from flow_automation.runtime.advance import advance_run, complete_step, start_queued_run
@@ -41,31 +40,14 @@ from flow_automation.runtime.store import (
 from flow_automation.runtime.timeline import run_timeline
 
 
-def start_run(
-	template: str,
-	*,
-	reference_doctype: str | None = None,
-	reference_name: str | None = None,
-	variables: Mapping[str, Any] | None = None,
-	trigger: Mapping[str, Any] | None = None,
-	contact: str | None = None,
-	dedup_key: str | None = None,
-	advance: str = "async",
-) -> str:
-	"""Create a run of `template` and get it going; returns the run name.
+def start_run(template: str, *, advance: str = "async", **details: Any) -> str:
+	"""Create a run of `template` (`details` as for `create_run`: the document, variables,
+	trigger, contact, dedup key) and get it going; returns the run name.
 
 	`advance`: "async" (a background job after commit), "now" (in this transaction) or
 	"none" (the caller advances it, or the minute cron does).
 	"""
-	name = create_run(
-		template,
-		reference_doctype=reference_doctype,
-		reference_name=reference_name,
-		variables=variables,
-		trigger=trigger,
-		contact=contact,
-		dedup_key=dedup_key,
-	)
+	name = create_run(template, **details)
 	if advance == "now":
 		advance_run(name)
 	elif advance == "async":

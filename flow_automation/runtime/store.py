@@ -26,12 +26,10 @@ from flow_automation.engine import (
 )
 from flow_automation.settings import redact_pii_enabled
 
+# The columns every row has; bulk inserts fill them with `standard_values`.
+STANDARD_FIELDS = ("name", "creation", "modified", "owner", "modified_by")
 LOG_FIELDS = (
-	"name",
-	"creation",
-	"modified",
-	"owner",
-	"modified_by",
+	*STANDARD_FIELDS,
 	"run",
 	"template",
 	"step_id",
@@ -48,11 +46,7 @@ LOG_FIELDS = (
 	"pii_redacted",
 )
 PENDING_FIELDS = (
-	"name",
-	"creation",
-	"modified",
-	"owner",
-	"modified_by",
+	*STANDARD_FIELDS,
 	"run",
 	"step_id",
 	"template",
@@ -65,6 +59,11 @@ TIMER_PURPOSES = ("delay", "date", "retry", "timeout")
 MAX_LOG_JSON_CHARS = 32_000
 
 _definitions: dict[tuple[str, str], Definition] = {}
+
+
+def standard_values(at: dt.datetime) -> tuple[str, dt.datetime, dt.datetime, str, str]:
+	"""A new row's name, creation, modified, owner and modified_by, for a bulk insert."""
+	return (frappe.generate_hash(length=12), at, at, frappe.session.user, frappe.session.user)
 
 
 class RunNotFound(frappe.DoesNotExistError):
@@ -179,11 +178,7 @@ def write_logs(run: Any, attempts: list[Attempt], tracebacks: Mapping[tuple[str,
 			redacted = changed_in or changed_out or changed_err
 		rows.append(
 			(
-				frappe.generate_hash(length=12),
-				created,
-				created,
-				frappe.session.user,
-				frappe.session.user,
+				*standard_values(created),
 				run.name,
 				run.template,
 				attempt.step_id,
@@ -257,11 +252,7 @@ def add_timers(run: Any, timers: list[Timer]) -> None:
 	now = now_datetime()
 	rows = [
 		(
-			frappe.generate_hash(length=12),
-			now,
-			now,
-			frappe.session.user,
-			frappe.session.user,
+			*standard_values(now),
 			run.name,
 			timer.step_id,
 			run.template,

@@ -13,6 +13,7 @@ from flow_automation.tests.utils import (
 	FlowTestCase,
 	RecordingServer,
 	ensure_email_account,
+	failing_step,
 	logs,
 	make_template,
 	make_todo,
@@ -574,16 +575,7 @@ class TestSubFlows(FlowTestCase):
 		parent = make_template(
 			[
 				{"id": "sub", "kind": "start_flow", "payload": {"template": child.name, "wait": True}},
-				{
-					"id": "boom",
-					"kind": "update_document",
-					"payload": {
-						"target": "document",
-						"doctype": "ToDo",
-						"name": "nope",
-						"fields": {"status": "Closed"},
-					},
-				},
+				failing_step(),
 			]
 		)
 		run = start(parent)
@@ -789,16 +781,7 @@ class TestFailuresRetryCancel(FlowTestCase):
 					"trigger": {"type": "after_delay", "hours": 5},
 					"payload": {},
 				},
-				{
-					"id": "boom",
-					"kind": "update_document",
-					"payload": {
-						"target": "document",
-						"doctype": "ToDo",
-						"name": "nope",
-						"fields": {"status": "Closed"},
-					},
-				},
+				failing_step(),
 			]
 		)
 		with self.freeze_time("2026-01-01 00:00:00"):

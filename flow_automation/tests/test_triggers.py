@@ -18,6 +18,7 @@ from flow_automation.tests.utils import (
 	count_queries,
 	ensure_email_account,
 	ensure_test_doctype,
+	failing_step,
 	make_order,
 	make_template,
 	make_todo,
@@ -280,20 +281,7 @@ class TestNamedEvents(TriggerTestCase):
 			],
 			trigger={"type": "Named Event", "event_pattern": "flow_run.failed"},
 		)
-		failing = make_template(
-			[
-				{
-					"id": "boom",
-					"kind": "update_document",
-					"payload": {
-						"target": "document",
-						"doctype": "ToDo",
-						"name": "nope",
-						"fields": {"status": "Closed"},
-					},
-				}
-			]
-		)
+		failing = make_template([failing_step()])
 
 		run = runtime.start_run(failing.name, advance="now")
 		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Failed")

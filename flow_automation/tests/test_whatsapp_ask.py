@@ -15,7 +15,7 @@ from frappe.utils import add_to_date, get_datetime
 from flow_automation import runtime
 from flow_automation.portable import template_values_from_export
 from flow_automation.scheduler import run_due
-from flow_automation.tests.utils import make_template, state, step_status
+from flow_automation.tests.utils import failing_step, make_template, state, step_status
 from flow_automation.tests.whatsapp_utils import (
 	CONTACT,
 	WhatsAppTestCase,
@@ -119,16 +119,7 @@ class TestAsk(WhatsAppTestCase):
 		parent = make_template(
 			[
 				{"id": "sub", "kind": "start_flow", "payload": {"template": child, "wait": True}},
-				{
-					"id": "boom",
-					"kind": "update_document",
-					"payload": {
-						"target": "document",
-						"doctype": "ToDo",
-						"name": "nope",
-						"fields": {"status": "Closed"},
-					},
-				},
+				failing_step(),
 			]
 		).name
 		run = start(parent)

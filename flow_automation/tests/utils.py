@@ -145,6 +145,16 @@ def make_template(
 	return doc
 
 
+def failing_step(step_id: str = "boom", **extra: Any) -> dict[str, Any]:
+	"""A step that always fails, with bad input (it updates a ToDo that does not exist)."""
+	return {
+		"id": step_id,
+		"kind": "update_document",
+		"payload": {"target": "document", "doctype": "ToDo", "name": "nope", "fields": {"status": "Closed"}},
+		**extra,
+	}
+
+
 def make_todo(description: str = "flow test", **fields: Any):
 	return frappe.get_doc({"doctype": "ToDo", "description": description, **fields}).insert()
 

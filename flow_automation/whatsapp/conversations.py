@@ -113,15 +113,20 @@ def set_waiting(number: str, *, run: str, step: str, since: dt.datetime, until: 
 def release_waiting(number: str, run: str, step: str) -> bool:
 	"""Clear the pointer if it still points at this run's step; True if it did."""
 	table = frappe.qb.DocType(DOCTYPE)
+	_clear_waiting((table.name == number) & (table.waiting_run == run) & (table.waiting_step == step))
+	return frappe.db._cursor.rowcount == 1
+
+
+def _clear_waiting(where: Any) -> None:
+	table = frappe.qb.DocType(DOCTYPE)
 	(
 		frappe.qb.update(table)
 		.set(table.waiting_run, None)
 		.set(table.waiting_step, None)
 		.set(table.waiting_since, None)
 		.set(table.waiting_until, None)
-		.where((table.name == number) & (table.waiting_run == run) & (table.waiting_step == step))
+		.where(where)
 	).run()
-	return frappe.db._cursor.rowcount == 1
 
 
 def waiting_step(conversation: frappe._dict | None, now: dt.datetime) -> tuple[str, str] | None:
@@ -135,12 +140,4 @@ def waiting_step(conversation: frappe._dict | None, now: dt.datetime) -> tuple[s
 
 def on_run_finished(run: Any) -> None:
 	"""The `flow_run_finished` hook: a finished run waits for no one's reply any more."""
-	table = frappe.qb.DocType(DOCTYPE)
-	(
-		frappe.qb.update(table)
-		.set(table.waiting_run, None)
-		.set(table.waiting_step, None)
-		.set(table.waiting_since, None)
-		.set(table.waiting_until, None)
-		.where(table.waiting_run == run.name)
-	).run()
+	_clear_waiting(frappe.qb.DocType(DOCTYPE).waiting_run == run.name)

@@ -55,21 +55,16 @@ def apply_status(values: Mapping[str, Any], time_field: str) -> None:
 def apply_reports(failed: Iterable[Mapping[str, Any]], template_updates: Iterable[Mapping[str, Any]]) -> None:
 	"""The failures and template updates of one webhook delivery, each on its own."""
 	for failure in failed:
-		with isolated() as block:
-			handle_failure(failure)
-		if block.failed:
-			frappe.log_error(
-				title=f"WhatsApp: the failure report for {failure.get('wamid')} could not be handled",
-				message=block.traceback,
-			)
+		_on_its_own(handle_failure, failure, f"the failure report for {failure.get('wamid')}")
 	for update in template_updates:
-		with isolated() as block:
-			update_template_status(update)
-		if block.failed:
-			frappe.log_error(
-				title=f"WhatsApp: template status update for {update.get('name')} could not be applied",
-				message=block.traceback,
-			)
+		_on_its_own(update_template_status, update, f"the template status update for {update.get('name')}")
+
+
+def _on_its_own(handle: Any, report: Mapping[str, Any], what: str) -> None:
+	with isolated() as block:
+		handle(report)
+	if block.failed:
+		frappe.log_error(title=f"WhatsApp: {what} could not be handled", message=block.traceback)
 
 
 def apply_early_statuses(wamid: str) -> int:
