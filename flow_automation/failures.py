@@ -21,16 +21,16 @@ FAILED_EVENT = "flow_run.failed"
 
 def on_run_finished(run: FinishedRun) -> None:
 	"""The `flow_run_finished` hook: count failures in a row, react to a failure."""
-	table = frappe.qb.DocType("Flow Template")
 	if run.status == RunStatus.COMPLETED:
-		# one statement, no read: most runs complete, and most templates have no failures to reset
-		frappe.qb.update(table).set(table.consecutive_failures, 0).where(
-			(table.name == run.template) & (table.consecutive_failures != 0)
-		).run()
+		# most runs complete, and most templates have no failures to reset: no SQL then
+		if frappe.get_cached_value("Flow Template", run.template, "consecutive_failures"):
+			frappe.db.set_value("Flow Template", run.template, "consecutive_failures", 0, update_modified=False)
 	elif run.status == RunStatus.FAILED:
+		table = frappe.qb.DocType("Flow Template")
 		frappe.qb.update(table).set(table.consecutive_failures, table.consecutive_failures + 1).where(
 			table.name == run.template
 		).run()
+		frappe.clear_document_cache("Flow Template", run.template)
 		on_run_failed(run)
 
 

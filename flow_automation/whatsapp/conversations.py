@@ -139,5 +139,8 @@ def waiting_step(conversation: frappe._dict | None, now: dt.datetime) -> tuple[s
 
 
 def on_run_finished(run: Any) -> None:
-	"""The `flow_run_finished` hook: a finished run waits for no one's reply any more."""
-	_clear_waiting(frappe.qb.DocType(DOCTYPE).waiting_run == run.name)
+	"""The `flow_run_finished` hook: a run that ended while a question waited (failed or
+	cancelled) waits for no one's reply any more. (A completed run has no waiting step: its
+	questions were answered or timed out, and released their contacts then.)"""
+	if run.status != "Completed":
+		_clear_waiting(frappe.qb.DocType(DOCTYPE).waiting_run == run.name)

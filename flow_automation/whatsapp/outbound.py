@@ -40,6 +40,7 @@ from flow_automation.channels.whatsapp import (
 	WhatsAppError,
 	WindowClosedError,
 	normalize_number,
+	same_number,
 	to_frappe_status,
 	window_problem,
 )
@@ -135,8 +136,6 @@ def earlier_send(key: str) -> dict[str, Any] | None:
 
 def known_contact(number: str) -> str | None:
 	"""The Contact that has this number (any common spelling), or None."""
-	from flow_automation.channels.whatsapp import same_number
-
 	digits = number.lstrip("+")
 	tail = digits[-8:]
 	candidates = frappe.db.sql(
