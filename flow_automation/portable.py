@@ -51,7 +51,7 @@ def row_to_step(row: Any) -> dict[str, Any]:
 		"branch": (row.branch or "").strip() or None,
 		"depends_on": [d.strip() for d in (row.depends_on or "").split(",") if d.strip()],
 		"payload": payload,
-		"retry": {"max_attempts": row.max_attempts or 1, "backoff_seconds": row.backoff_seconds or 0},
+		"retry": {"max_attempts": row.max_attempts or 1, "backoff_seconds": _number(row.backoff_seconds)},
 		"on_error": row.on_error or "fail",
 	}
 	if row.trigger_type:
@@ -59,11 +59,18 @@ def row_to_step(row: Any) -> dict[str, Any]:
 		for unit in DELAY_UNITS:
 			value = row.get(f"delay_{unit}")
 			if value:
-				trigger[unit] = value
+				trigger[unit] = _number(value)
 		if row.trigger_at:
 			trigger["at"] = row.trigger_at
 		step["trigger"] = trigger
 	return step
+
+
+def _number(value: Any) -> int | float:
+	"""A Float field's value as the definition holds it: 60, not 60.0 (a row read back from the
+	database must compile to the same definition, and hash, as the row that was saved)."""
+	value = value or 0
+	return int(value) if float(value).is_integer() else float(value)
 
 
 def step_to_row(step: dict[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,13 @@ class TestFlowTemplate(FlowTestCase):
 		with self.assertRaisesRegex(frappe.ValidationError, "immutable"):
 			version.save()
 
+	def test_a_template_read_back_from_the_database_saves_without_a_new_version(self):
+		steps = [{**STEPS[0], "retry": {"max_attempts": 2, "backoff_seconds": 30}}, *STEPS[1:]]
+		template = make_template(steps)
+		stored = frappe.get_doc("Flow Template", template.name)  # Float fields come back as 30.0
+		stored.save()
+		self.assertEqual((stored.version, stored.definition_hash), (1, template.definition_hash))
+
 	def test_system_templates_cannot_be_deleted_or_renamed_but_can_be_duplicated(self):
 		template = make_template(STEPS, is_system=1)
 		with self.assertRaisesRegex(frappe.ValidationError, "cannot be deleted"):
