@@ -103,6 +103,14 @@ class FlowTemplate(Document):
 		self.compile_definition()
 
 	def on_update(self) -> None:
+		if self.flags.draft_problems:
+			frappe.msgprint(
+				_("Saved as a draft with {0} problem(s); fix them to enable it").format(
+					self.flags.draft_problems
+				),
+				title=_("Draft saved"),
+				indicator="orange",
+			)
 		if self.flags.new_version:
 			self.flags.new_version = False
 			self.write_version()
@@ -199,11 +207,19 @@ class FlowTemplate(Document):
 		return [k.strip() for k in (self.whatsapp_keywords or "").splitlines() if k.strip()]
 
 	def compile_definition(self) -> None:
-		"""Compile the steps table to a definition, validate it, and bump the version if it changed."""
+		"""Compile the steps table to a definition, validate it, and bump the version if it changed.
+
+		A disabled template may be saved with problems, as a draft: its steps table and
+		variables are kept, while the compiled definition and the version stay those of its last
+		valid save. An enabled template with problems is refused, so a draft is never enabled.
+		"""
 		definition = self.build_definition()
 		issues = validate_definition(definition)
-		if issues:
+		if issues and self.enabled:
 			self.throw_issues(issues)
+		self.flags.draft_problems = len(issues)
+		if issues:
+			return
 		text = json.dumps(definition, indent=1, sort_keys=True, ensure_ascii=False)
 		digest = hashlib.sha256(text.encode()).hexdigest()
 		self.definition = text

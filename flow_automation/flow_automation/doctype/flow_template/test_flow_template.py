@@ -93,6 +93,42 @@ class TestFlowTemplate(FlowTestCase):
 		stored.save()
 		self.assertEqual((stored.version, stored.definition_hash), (1, template.definition_hash))
 
+	def test_a_disabled_template_with_problems_is_saved_as_a_draft(self):
+		template = make_template(STEPS)
+		compiled = (template.definition, template.definition_hash)
+		template.enabled = 0
+		template.steps[2].branch = "maybe"
+		template.append("steps", {"step_id": "extra", "kind": "teleport", "payload": "{}"})
+		frappe.clear_messages()
+		template.save()
+		self.assertIn("Saved as a draft with 2 problem(s)", str(frappe.message_log))
+		stored = frappe.get_doc("Flow Template", template.name)
+		self.assertEqual([row.step_id for row in stored.steps], ["first", "check", "yes", "extra"])
+		self.assertEqual(stored.steps[2].branch, "maybe")
+		# what runs start with stays the last valid save's
+		self.assertEqual((stored.definition, stored.definition_hash, stored.version), (*compiled, 1))
+		self.assertEqual(frappe.db.count("Flow Template Version", {"template": template.name}), 1)
+
+		stored.enabled = 1
+		with self.assertRaises(InvalidFlowDefinition) as caught:
+			stored.save()
+		message = html.unescape(str(caught.exception))
+		self.assertIn("has no branch 'maybe'", message)
+		self.assertIn("unknown kind 'teleport'", message)
+
+		stored.reload()
+		stored.steps[2].branch = "yes"
+		stored.steps[3].kind = "wait"
+		stored.enabled = 1
+		stored.save()
+		self.assertEqual(stored.version, 2)
+		self.assertEqual(frappe.db.count("Flow Template Version", {"template": template.name}), 2)
+
+	def test_a_new_disabled_template_with_problems_has_no_version_until_fixed(self):
+		template = make_template([{"id": "a", "kind": "teleport"}], enabled=False)
+		self.assertEqual((template.version, template.definition), (0, None))
+		self.assertFalse(frappe.db.exists("Flow Template Version", {"template": template.name}))
+
 	def test_system_templates_cannot_be_deleted_or_renamed_but_can_be_duplicated(self):
 		template = make_template(STEPS, is_system=1)
 		with self.assertRaisesRegex(frappe.ValidationError, "cannot be deleted"):
