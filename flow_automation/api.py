@@ -176,17 +176,32 @@ def simulate(
 	reference_name: str | None = None,
 	variables: dict | str | None = None,
 	answers: dict | str | None = None,
+	definition: dict | str | None = None,
+	doc: dict | str | None = None,
 ) -> dict[str, Any]:
 	"""Dry-run a template against a real document: executes inside a savepoint with outbound
-	calls recorded, delays fast-forwarded, then rolls everything back. Returns the trace."""
+	calls recorded, delays fast-forwarded, then rolls everything back. Returns the trace.
+
+	`definition` dry-runs unsaved edits (validated first) instead of the template's current
+	version; `doc` is a document typed as a JSON object instead of a stored one.
+	"""
 	_require_template(template)
-	_require_document(reference_doctype, reference_name)
+	typed_doc = _json_arg(doc, "doc")
+	if typed_doc is not None and (reference_doctype or reference_name):
+		frappe.throw(
+			_("doc: give either a stored document (reference_doctype and reference_name) or doc, not both"),
+			frappe.ValidationError,
+		)
+	if typed_doc is None:
+		_require_document(reference_doctype, reference_name)
 	result = runtime.simulate_template(
 		template,
 		reference_doctype=reference_doctype,
 		reference_name=reference_name,
 		variables=_json_arg(variables, "variables") or {},
 		answers=_json_arg(answers, "answers") or {},
+		definition=_json_arg(definition, "definition"),
+		doc=typed_doc,
 	)
 	return result.as_dict()
 

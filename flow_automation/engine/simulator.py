@@ -168,18 +168,25 @@ def simulate(
 	contact: Mapping[str, Any] | None = None,
 	start: dt.datetime | None = None,
 	seed: str = "simulation",
+	extra_context: Mapping[str, Any] | None = None,
 ) -> SimulationResult:
 	"""Run the flow to its end with time fast-forwarded from `start`.
 
 	`answers` maps a step id to what completes it when it waits: a manual/webhook step's
 	result, an `ask` step's reply (a list gives successive replies), a sub-flow's outcome
 	(default: the child completes). A waiting step without an answer waits for its timeout,
-	or — with none — leaves the run Waiting at the end.
+	or — with none — leaves the run Waiting at the end. `extra_context` adds names the
+	templates may use besides `doc`, `trigger` and `contact` (a host's `run`, `linked`, ...).
 	"""
 	start = (start or dt.datetime(2000, 1, 1)).replace(microsecond=0)
 	host = host or RecordingHost(doc)
 	answers = {k: (list(v) if isinstance(v, list) else [v]) for k, v in (answers or {}).items()}
-	context = {"doc": dict(doc or {}), "trigger": dict(trigger or {}), "contact": dict(contact or {})}
+	context = {
+		**dict(extra_context or {}),
+		"doc": dict(doc or {}),
+		"trigger": dict(trigger or {}),
+		"contact": dict(contact or {}),
+	}
 	state: dict[str, Any] = {}
 	current_vars = {**dict(definition.variables), **dict(variables or {})}
 	now = start

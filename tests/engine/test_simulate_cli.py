@@ -131,6 +131,33 @@ def test_a_flow_waiting_on_a_manual_step_without_an_answer_ends_waiting():
 	assert result.calls == []
 
 
+def test_extra_context_is_seen_by_templates_but_not_over_doc_trigger_or_contact():
+	flow = parse_definition(
+		{
+			"steps": [
+				{
+					"id": "tell",
+					"kind": "notify",
+					"payload": {
+						"channel": "email",
+						"to": ["{{ doc.contact_email }}"],
+						"subject": "{{ linked.owner.full_name }} / {{ run.name }} / {{ doc.name }}",
+						"body": "hi",
+					},
+				}
+			]
+		}
+	)
+	result = simulate(
+		flow,
+		doc=OPEN_QUOTE,
+		start=START,
+		extra_context={"linked": {"owner": {"full_name": "Jane Doe"}}, "run": {"name": "r1"}, "doc": {}},
+	)
+	tell = next(e for e in result.timeline if e.step_id == "tell")
+	assert tell.payload["subject"] == "Jane Doe / r1 / QTN-0001"
+
+
 def test_simulation_result_as_json():
 	data = simulate(quotation(), doc=OPEN_QUOTE, start=START).as_dict()
 	json.dumps(data)
