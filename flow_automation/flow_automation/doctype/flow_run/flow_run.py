@@ -72,3 +72,4 @@ def on_doctype_update() -> None:
 	frappe.db.add_index("Flow Run", ["reference_doctype", "reference_name"])
 	frappe.db.add_index("Flow Run", ["status", "modified"])
 	frappe.db.add_index("Flow Run", ["parent_run"])
+	frappe.db.add_index("Flow Run", ["template", "creation"])

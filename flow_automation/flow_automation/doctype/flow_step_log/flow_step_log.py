@@ -41,3 +41,5 @@ class FlowStepLog(Document):
 
 def on_doctype_update() -> None:
 	frappe.db.add_index("Flow Step Log", ["run", "step_id"])
+	# the builder's per-step statistics read a template's recent logs
+	frappe.db.add_index("Flow Step Log", ["template", "creation"])
