@@ -9,9 +9,22 @@ import frappe
 from flow_automation.engine import StepStatus, entry_of, load_state
 from flow_automation.runtime.store import load_definition
 
+LOG_FIELDS = [
+	"name",
+	"step_id",
+	"attempt",
+	"status",
+	"branch",
+	"started_at",
+	"duration_ms",
+	"error",
+	"retry_at",
+]
 
-def run_timeline(run: Any) -> list[dict[str, Any]]:
-	"""Steps of a run in flow order with their state and attempts, for the Flow Run form."""
+
+def run_timeline(run: Any, *, with_payloads: bool = False) -> list[dict[str, Any]]:
+	"""Steps of a run in flow order with their state and attempts, for the Flow Run form (and,
+	`with_payloads`, each attempt's input and output as stored: JSON text, for the builder)."""
 	if not run.template_version:
 		return []
 	definition = load_definition(run.template_version)
@@ -19,17 +32,7 @@ def run_timeline(run: Any) -> list[dict[str, Any]]:
 	logs = frappe.get_all(
 		"Flow Step Log",
 		filters={"run": run.name},
-		fields=[
-			"name",
-			"step_id",
-			"attempt",
-			"status",
-			"branch",
-			"started_at",
-			"duration_ms",
-			"error",
-			"retry_at",
-		],
+		fields=LOG_FIELDS + (["input", "output"] if with_payloads else []),
 		order_by="creation asc",
 		limit=2000,
 	)
