@@ -24,7 +24,9 @@ def on_run_finished(run: FinishedRun) -> None:
 	if run.status == RunStatus.COMPLETED:
 		# most runs complete, and most templates have no failures to reset: no SQL then
 		if frappe.get_cached_value("Flow Template", run.template, "consecutive_failures"):
-			frappe.db.set_value("Flow Template", run.template, "consecutive_failures", 0, update_modified=False)
+			frappe.db.set_value(
+				"Flow Template", run.template, "consecutive_failures", 0, update_modified=False
+			)
 	elif run.status == RunStatus.FAILED:
 		table = frappe.qb.DocType("Flow Template")
 		frappe.qb.update(table).set(table.consecutive_failures, table.consecutive_failures + 1).where(
