@@ -84,15 +84,29 @@ else
 		if [ "$installed" != "$(realpath "$here/flow_automation")" ]; then
 			"$bench/env/bin/pip" install -q --disable-pip-version-check -e "$link" || { red "pip install into the bench failed"; exit 2; }
 		fi
-		# what `bench build` would link for an app without bundles (it also flushes Redis, so not that)
+		# The Desk bundles (public/js/*.bundle.js: the Flow Builder), built as `bench build --app
+		# flow_automation` builds them — Frappe's esbuild with this app's node_modules (yarn 1, as
+		# `bench setup requirements --node`) — when their sources changed. Not `bench build`
+		# itself: it ends with a FLUSHALL of Redis, which holds more than this test's caches.
 		[ -e "$bench/sites/assets/flow_automation" ] || ln -sfn "$link/flow_automation/public" "$bench/sites/assets/flow_automation"
+		bundle_stamp="$(cat package.json yarn.lock $(find flow_automation/public/js -type f | sort) 2>/dev/null | sha1sum | cut -c1-16)"
+		bundle_marker="$bench/sites/assets/.flow_automation_bundles"
+		if [ "$(cat "$bundle_marker" 2>/dev/null)" != "$bundle_stamp" ] || ! grep -q '"flow_builder.bundle.js"' "$bench/sites/assets/assets.json" 2>/dev/null; then
+			command -v yarn >/dev/null || npm install -g yarn@1 >/dev/null 2>&1 || { red "yarn 1 is needed to build the Desk bundles"; exit 2; }
+			(cd "$here" && yarn install --frozen-lockfile --silent --non-interactive) >/tmp/flow_automation_build.log 2>&1 \
+				&& (cd "$bench/apps/frappe" && yarn run --silent production --apps flow_automation --run-build-command) >>/tmp/flow_automation_build.log 2>&1 \
+				|| { red "building the Desk bundles failed (see /tmp/flow_automation_build.log)"; tail -20 /tmp/flow_automation_build.log; exit 2; }
+			"$bench/env/bin/python" -c "import frappe; frappe.init(site='$site', sites_path='$bench/sites'); frappe.cache.delete_value('assets_json', shared=True)" \
+				|| yellow "could not clear the cached assets.json"
+			echo "$bundle_stamp" > "$bundle_marker"
+		fi
 		grep -qx flow_automation "$bench/sites/apps.txt" || { sed -i -e '$a\' "$bench/sites/apps.txt"; echo flow_automation >> "$bench/sites/apps.txt"; }
 		if ! frappe_cli --site "$site" list-apps 2>/dev/null | grep -q flow_automation; then
 			frappe_cli --site "$site" install-app flow_automation || { red "install-app failed"; exit 2; }
 		fi
 		# migrate only when the schema or patches changed since the last run on this site
 		schema="$(cat flow_automation/*/doctype/*/*.json flow_automation/patches.txt flow_automation/hooks.py \
-			$(ls flow_automation/*/workspace/*/*.json flow_automation/*/number_card/*/*.json flow_automation/*/dashboard_chart/*/*.json 2>/dev/null) | sha1sum | cut -c1-16)"
+			$(ls flow_automation/*/workspace/*/*.json flow_automation/*/number_card/*/*.json flow_automation/*/dashboard_chart/*/*.json flow_automation/*/page/*/*.json 2>/dev/null) | sha1sum | cut -c1-16)"
 		marker="$bench/sites/$site/.flow_automation_schema"
 		if [ "$(cat "$marker" 2>/dev/null)" != "$schema" ]; then
 			frappe_cli --site "$site" migrate --skip-search-index > /tmp/flow_automation_migrate.log 2>&1 \

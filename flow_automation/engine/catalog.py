@@ -52,6 +52,10 @@ class StepKind:
 	# adds (e.g. "one per value in cases"); for the catalog's readers (CLI, Desk, builder).
 	fixed_branches: tuple[str, ...] = ()
 	payload_branches: str = ""
+	# Where in a payload those added branches are, for clients that draw them as it is edited:
+	# "cases[]" = each value of cases; "buttons[].id" = each button's id (a plain string
+	# entry is its own id). The engine itself always asks `branches(payload)`.
+	branch_paths: tuple[str, ...] = ()
 	# Checks of the *rendered* payload, made before the host executes the step (a real run
 	# and a dry run alike): values that only turn out empty or malformed once rendered.
 	preflight: Callable[[Mapping[str, Any]], Problems] = lambda payload: []
@@ -92,7 +96,11 @@ class StepKind:
 			"payload_schema": self.payload_schema,
 			"output": self.output,
 			"example": self.example,
-			"branches": {"fixed": list(self.fixed_branches), "from_payload": self.payload_branches},
+			"branches": {
+				"fixed": list(self.fixed_branches),
+				"from_payload": self.payload_branches,
+				"paths": list(self.branch_paths),
+			},
 			"waits": self.waits(self.example),
 			"executed_by": "engine" if self.is_pure else "host",
 		}
@@ -410,6 +418,7 @@ register(
 		branches=lambda p: (*(str(c) for c in p.get("cases") or ()), "default"),
 		fixed_branches=("default",),
 		payload_branches="one per value in cases",
+		branch_paths=("cases[]",),
 		check=_check_switch,
 		evaluate=_evaluate_switch,
 		render_payload=False,

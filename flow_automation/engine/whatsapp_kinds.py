@@ -732,6 +732,7 @@ catalog.register(
 		branches=ask_branches,
 		fixed_branches=ASK_OUTCOME_BRANCHES,
 		payload_branches="one per button id or list row id",
+		branch_paths=("buttons[].id", "list.rows[].id", "list.sections[].rows[].id"),
 		waits=lambda payload: True,
 		preflight=lambda payload: preflight_send(question_payload(payload)),
 		check=check_ask,

@@ -58,6 +58,7 @@ def test_both_kinds_are_in_the_catalog():
 	assert ask.describe()["branches"] == {
 		"fixed": [ANSWERED, INVALID, TIMEOUT],
 		"from_payload": "one per button id or list row id",
+		"paths": ["buttons[].id", "list.rows[].id", "list.sections[].rows[].id"],
 	}
 
 
