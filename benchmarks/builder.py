@@ -432,6 +432,9 @@ TITLE_IS = """([id, label]) => {
 
 def edit_once(page, step_id: str, old_label: str, try_no: int) -> tuple[float, float, float]:
 	"""Select a step, relabel it, undo: the three times in ms, measured in the page."""
+	# bring the step into view at a readable zoom first (what a double click on it does)
+	page.evaluate("id => frappe.container.page.flow_builder.view.focus(id)", step_id)
+	page.wait_for_timeout(300)
 	node = page.locator(f".vue-flow__node [data-step-id='{step_id}']")
 	node.locator(".flow-node-title").click()
 	shown = wait_in_page(page, INSPECTOR_SHOWS, [step_id])

@@ -14,34 +14,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
 import unittest
-import urllib.request
 from urllib.parse import quote
 
 import frappe
 
 from flow_automation import runtime
 from flow_automation.engine import get_kind
+from flow_automation.tests.browser import (
+	ADMIN_PASSWORD,
+	CHROMIUM,
+	CHROMIUM_ARGS,
+	TIMEOUT_MS,
+	DeskServer,
+	missing_browser_tools,
+)
 from flow_automation.tests.utils import FlowTestCase, make_template
 
-CHROMIUM = os.environ.get("FLOW_DESK_UI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-	"--no-sandbox",
-	"--disable-gpu",
-	"--disable-dev-shm-usage",
-	"--disable-background-networking",
-	"--disable-component-update",
-	"--no-first-run",
-]
 TEMPLATE = "Desk UI Test Flow"
-ADMIN_PASSWORD = os.environ.get("FLOW_DESK_UI_ADMIN_PASSWORD", "admin")
 SCREENSHOTS = os.environ.get("FLOW_DESK_UI_SCREENSHOTS")  # a folder: save a PNG per page
-TIMEOUT_MS = 30_000
 
 # bad_todo fails (ToDo has no field "nope"), approve waits at a manual gate, skip_me is on
 # the branch not taken, finish joins and stays pending.
@@ -105,23 +98,6 @@ EDGES = {
 }
 
 
-def missing_browser_tools() -> str | None:
-	"""Why the browser test cannot run here, or None."""
-	try:
-		import playwright.sync_api
-	except ImportError:
-		return "the Python package `playwright` is not installed in the bench env (env/bin/pip install playwright)"
-	if not os.path.exists(CHROMIUM):
-		return f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
-	return None
-
-
-def free_port() -> int:
-	with socket.socket() as s:
-		s.bind(("127.0.0.1", 0))
-		return s.getsockname()[1]
-
-
 def delete_fixtures() -> None:
 	"""Delete the test template, its copies (Duplicate test) and everything their runs wrote."""
 	for attempt in range(3):
@@ -145,58 +121,6 @@ def _delete_fixtures() -> None:
 	for name in templates:
 		frappe.delete_doc("Flow Template", name, force=True, ignore_permissions=True)
 	frappe.db.commit()
-
-
-class DeskServer:
-	"""`frappe serve` (werkzeug, serves /assets too) for this site on a free port."""
-
-	def __init__(self, site: str):
-		self.site = site
-		self.port = free_port()
-		self.url = f"http://127.0.0.1:{self.port}"
-		self.process: subprocess.Popen | None = None
-		self.log_path = os.path.join(frappe.utils.get_bench_path(), "logs", "test_desk_ui_server.log")
-
-	def start(self) -> None:
-		self.log = open(self.log_path, "w")
-		self.process = subprocess.Popen(
-			[
-				sys.executable,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				self.site,
-				"serve",
-				"--port",
-				str(self.port),
-				"--noreload",
-			],
-			cwd=os.path.join(frappe.utils.get_bench_path(), "sites"),
-			stdout=self.log,
-			stderr=subprocess.STDOUT,
-		)
-		deadline = time.monotonic() + 60
-		while time.monotonic() < deadline:
-			if self.process.poll() is not None:
-				raise RuntimeError(f"frappe serve exited ({self.process.returncode}); see {self.log_path}")
-			try:
-				with urllib.request.urlopen(f"{self.url}/api/method/ping", timeout=2) as response:
-					if response.status == 200:
-						return
-			except OSError:
-				time.sleep(0.3)
-		raise RuntimeError(f"frappe serve did not answer within 60 s; see {self.log_path}")
-
-	def stop(self) -> None:
-		if self.process and self.process.poll() is None:
-			self.process.terminate()
-			try:
-				self.process.wait(timeout=10)
-			except subprocess.TimeoutExpired:
-				self.process.kill()
-		if getattr(self, "log", None):
-			self.log.close()
 
 
 class TestDeskUI(FlowTestCase):

@@ -21,9 +21,9 @@ class FlowBuilderPage {
 		guard_leaving(this.store);
 	}
 
-	async show(name, run) {
+	async show(name, run, prefetched = null) {
 		this.page.set_title(name || __("New Flow"));
-		await this.store.load(name, run);
+		await this.store.load(name, run, prefetched);
 		this.setup_actions();
 		this.set_indicator();
 	}
@@ -39,21 +39,21 @@ class FlowBuilderPage {
 		}
 		if (store.name) {
 			page.add_menu_item(__("Open the form"), () =>
-				frappe.set_route("Form", "Flow Template", store.name),
+				frappe.set_route("Form", "Flow Template", store.name)
 			);
 			page.add_menu_item(__("Export JSON"), () => export_flow(store.name));
 			page.add_menu_item(__("Runs of this flow"), () =>
-				frappe.set_route("List", "Flow Run", { template: store.name }),
+				frappe.set_route("List", "Flow Run", { template: store.name })
 			);
 		}
 		page.add_menu_item(__("Keyboard shortcuts"), () => this.view.toggle_help());
 		if (frappe.model.can_create("Flow Template")) {
 			page.add_menu_item(__("New flow"), () => frappe.set_route("flow-builder", "new"));
 			page.add_menu_item(__("New from a template"), () =>
-				open_starter_dialog((name) => frappe.set_route("flow-builder", name)),
+				open_starter_dialog((name) => frappe.set_route("flow-builder", name))
 			);
 			page.add_menu_item(__("Import JSON"), () =>
-				open_import_dialog((name) => frappe.set_route("flow-builder", name)),
+				open_import_dialog((name) => frappe.set_route("flow-builder", name))
 			);
 		}
 	}
@@ -67,7 +67,7 @@ class FlowBuilderPage {
 	watch_state() {
 		watch(
 			() => [this.store.dirty, this.store.can_edit, this.store.mode, this.store.loading],
-			() => this.set_indicator(),
+			() => this.set_indicator()
 		);
 	}
 
@@ -98,7 +98,11 @@ function guard_leaving(store) {
 	});
 	const push_state = frappe.router.push_state.bind(frappe.router);
 	frappe.router.push_state = function (url) {
-		if (on_builder() && store.dirty && !String(url).includes(`flow-builder/${store.name || "new"}`)) {
+		if (
+			on_builder() &&
+			store.dirty &&
+			!String(url).includes(`flow-builder/${store.name || "new"}`)
+		) {
 			frappe.confirm(__("This flow has unsaved changes. Leave without saving them?"), () => {
 				store.dirty = false;
 				push_state(url);

@@ -233,6 +233,12 @@
 				view
 			);
 			if (frm.doc.template) {
+				frm.add_custom_button(__("Open on Canvas"), () =>
+					frappe.router.push_state(
+						`/app/flow-builder/${encodeURIComponent(frm.doc.template)}` +
+							`?run=${encodeURIComponent(frm.doc.name)}`
+					)
+				);
 				frm.add_custom_button(
 					__("Template"),
 					() => frappe.set_route("Form", "Flow Template", frm.doc.template),

@@ -307,6 +307,11 @@
 			);
 			if (frm.is_new()) return;
 
+			if (frappe.user.has_role(FLOW_USER_ROLES)) {
+				frm.add_custom_button(__("Open in Builder"), () => {
+					frappe.set_route("flow-builder", frm.doc.name);
+				});
+			}
 			// Mirror the server's role checks (api.simulate: managers; api.start: users).
 			if (frappe.user.has_role(FLOW_MANAGER_ROLES)) {
 				frm.add_custom_button(__("Test (Dry Run)"), () =>

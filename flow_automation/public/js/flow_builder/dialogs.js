@@ -15,7 +15,7 @@ function waiting_steps(store) {
 		(s) =>
 			s.kind === "ask" ||
 			(s.trigger && ["manual", "on_webhook"].includes(s.trigger.type)) ||
-			(s.kind === "start_flow" && (s.payload || {}).wait),
+			(s.kind === "start_flow" && (s.payload || {}).wait)
 	);
 }
 
@@ -23,7 +23,10 @@ export function open_test_run_dialog(store) {
 	const doctype = store.template.reference_doctype;
 	const waiting = waiting_steps(store);
 	const example = Object.fromEntries(
-		waiting.map((s) => [s.id, s.kind === "ask" ? ((s.payload.buttons || [])[0] || {}).id || "yes" : {}]),
+		waiting.map((s) => [
+			s.id,
+			s.kind === "ask" ? ((s.payload.buttons || [])[0] || {}).id || "yes" : {},
+		])
 	);
 	const dialog = new frappe.ui.Dialog({
 		title: __("Test run"),
@@ -31,7 +34,7 @@ export function open_test_run_dialog(store) {
 			{
 				fieldtype: "HTML",
 				options: `<p class="text-muted small">${__(
-					"Runs the flow as it is on the canvas (unsaved changes included) for real, with messages, emails and HTTP calls recorded instead of sent and delays fast-forwarded; then everything is rolled back.",
+					"Runs the flow as it is on the canvas (unsaved changes included) for real, with messages, emails and HTTP calls recorded instead of sent and delays fast-forwarded; then everything is rolled back."
 				)}</p>`,
 			},
 			doctype
@@ -46,7 +49,9 @@ export function open_test_run_dialog(store) {
 				fieldname: "doc",
 				fieldtype: "Code",
 				options: "JSON",
-				label: doctype ? __("…or a document typed as JSON") : __("A document as JSON (optional)"),
+				label: doctype
+					? __("…or a document typed as JSON")
+					: __("A document as JSON (optional)"),
 				max_height: "120px",
 			},
 			{
@@ -100,7 +105,7 @@ export function open_import_dialog(on_done) {
 				options: "JSON",
 				label: __("Flow file (JSON)"),
 				description: __(
-					"A file exported from a Flow Template, or one from fixtures/. It becomes a new flow you can edit.",
+					"A file exported from a Flow Template, or one from fixtures/. It becomes a new flow you can edit."
 				),
 				reqd: 1,
 			},
@@ -134,13 +139,18 @@ export async function open_starter_dialog(on_done) {
 				})),
 				reqd: 1,
 			},
-			{ fieldname: "new_name", fieldtype: "Data", label: __("Name of the new flow"), reqd: 1 },
+			{
+				fieldname: "new_name",
+				fieldtype: "Data",
+				label: __("Name of the new flow"),
+				reqd: 1,
+			},
 		],
 		primary_action_label: __("Create"),
 		async primary_action(values) {
 			const name = await frappe.xcall(
 				"flow_automation.flow_automation.doctype.flow_template.flow_template.duplicate_template",
-				{ template: values.source, new_name: values.new_name },
+				{ template: values.source, new_name: values.new_name }
 			);
 			dialog.hide();
 			on_done(name);

@@ -62,7 +62,9 @@ function values_at(value, path) {
 		}
 		current = next;
 	}
-	return current.filter((v) => v !== null && v !== undefined && typeof v !== "object").map(String);
+	return current
+		.filter((v) => v !== null && v !== undefined && typeof v !== "object")
+		.map(String);
 }
 
 /** The branch handles of a step: what its kind offers for this payload, then "error" when on_error is branch. */
@@ -101,14 +103,16 @@ export function summary_of(step) {
 		case "update_document":
 			return __("Set {0} on {1}", [
 				Object.keys(p.fields || {}).join(", ") || "?",
-				p.target === "document" || p.doctype ? `${p.doctype} ${p.name || ""}` : __("the document"),
+				p.target === "document" || p.doctype
+					? `${p.doctype} ${p.name || ""}`
+					: __("the document"),
 			]);
 		case "assign":
 			return __("Assign to {0}", [short((p.assign_to || []).join(", "))]);
 		case "notify":
 			return `${p.channel === "system" ? __("Notify") : __("Email")} ${short(to || "?", 24)}: ${short(
 				p.subject || "",
-				28,
+				28
 			)}`;
 		case "webhook":
 			return `${p.method || "POST"} ${short(p.url || "?", 40)}`;
@@ -162,8 +166,11 @@ export function edges_of(definition) {
 	for (const step of definition.steps || []) {
 		const depends = (step.depends_on || []).filter((d) => d !== step.parent_id);
 		if (step.parent_id) {
-			const branch = step.branch === null || step.branch === undefined ? null : String(step.branch);
-			edges.push(edge(step.parent_id, branch === null ? NEXT : `b:${branch}`, step.id, branch));
+			const branch =
+				step.branch === null || step.branch === undefined ? null : String(step.branch);
+			edges.push(
+				edge(step.parent_id, branch === null ? NEXT : `b:${branch}`, step.id, branch)
+			);
 		}
 		for (const source of depends) edges.push(edge(source, NEXT, step.id, null));
 		if (!step.parent_id && !depends.length) edges.push(edge(TRIGGER_ID, NEXT, step.id, null));
@@ -270,6 +277,16 @@ export function delete_steps(definition, ids) {
 	const by_id = steps_by_id(definition);
 	for (const step of definition.steps) {
 		if (doomed.has(step.id)) continue;
+		// a step that came only after a deleted one inside a branch stays in that branch
+		const only =
+			!step.parent_id && (step.depends_on || []).length === 1
+				? by_id[step.depends_on[0]]
+				: null;
+		if (only && doomed.has(only.id) && only.parent_id && !(only.depends_on || []).length) {
+			step.parent_id = only.parent_id;
+			step.branch = only.branch;
+			step.depends_on = [];
+		}
 		let parent = step.parent_id;
 		let branch = step.branch;
 		while (parent && doomed.has(parent)) {
@@ -342,7 +359,9 @@ export function rename_step(definition, old_id, new_id) {
 		if (step.id === old_id) step.id = new_id;
 		if (step.parent_id === old_id) step.parent_id = new_id;
 		step.depends_on = (step.depends_on || []).map((d) => (d === old_id ? new_id : d));
-		step.payload = JSON.parse(JSON.stringify(step.payload || {}).replace(pattern, `steps.${new_id}`));
+		step.payload = JSON.parse(
+			JSON.stringify(step.payload || {}).replace(pattern, `steps.${new_id}`)
+		);
 	}
 }
 
@@ -362,13 +381,69 @@ export function tidy(definition, kinds = {}) {
 	const layout = {};
 	for (const id of graph.nodes()) {
 		const node = graph.node(id);
-		layout[id] = { x: Math.round(node.x - node.width / 2), y: Math.round(node.y - node.height / 2) };
+		layout[id] = {
+			x: Math.round(node.x - node.width / 2),
+			y: Math.round(node.y - node.height / 2),
+		};
 	}
 	return layout;
 }
 
-/** Positions for steps the layout does not place yet (new or imported steps): tidy them all. */
+/**
+ * A quick top-down layout (rows by longest path from the trigger, each row ordered by where
+ * its parents are): linear time, for opening large flows that have no layout yet; "Tidy up"
+ * uses dagre, which also untangles crossings.
+ */
+export function quick_layout(definition, kinds = {}) {
+	const steps = definition.steps || [];
+	const incoming = new Map(steps.map((s) => [s.id, []]));
+	for (const e of edges_of(definition)) {
+		if (incoming.has(e.target)) incoming.get(e.target).push(e.source);
+	}
+	const rank = new Map([[TRIGGER_ID, 0]]);
+	const rank_of = (id, seen = new Set()) => {
+		if (rank.has(id)) return rank.get(id);
+		if (seen.has(id)) return 0; // a cycle (an invalid flow): place it anyway
+		seen.add(id);
+		const value = 1 + Math.max(0, ...(incoming.get(id) || []).map((s) => rank_of(s, seen)));
+		rank.set(id, value);
+		return value;
+	};
+	const rows = [];
+	for (const step of steps) {
+		const r = rank_of(step.id);
+		(rows[r] = rows[r] || []).push(step);
+	}
+	const layout = { [TRIGGER_ID]: { x: 0, y: 0 } };
+	const center = new Map([[TRIGGER_ID, NODE_WIDTH / 2]]);
+	rows.forEach((row, r) => {
+		if (!row) return;
+		const parents_at = (step) => {
+			const xs = (incoming.get(step.id) || [])
+				.map((p) => center.get(p))
+				.filter((x) => x !== undefined);
+			return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+		};
+		row.sort((a, b) => parents_at(a) - parents_at(b));
+		const widths = row.map((s) => node_width(s, kinds[s.kind]));
+		const total = widths.reduce((a, b) => a + b, 0) + 40 * (row.length - 1);
+		const middle = row.reduce((sum, s) => sum + parents_at(s), 0) / row.length;
+		let x = middle - total / 2;
+		row.forEach((step, i) => {
+			layout[step.id] = { x: Math.round(x), y: r * (NODE_HEIGHT + 70) };
+			center.set(step.id, x + widths[i] / 2);
+			x += widths[i] + 40;
+		});
+	});
+	return layout;
+}
+
+const QUICK_LAYOUT_ABOVE = 80; // steps: beyond this dagre takes a noticeable moment
+
+/** Positions for steps the layout does not place yet (new or imported steps). */
 export function complete_layout(definition, layout, kinds = {}) {
-	const missing = [TRIGGER_ID, ...(definition.steps || []).map((s) => s.id)].some((id) => !layout[id]);
-	return missing ? { ...tidy(definition, kinds), ...layout } : layout;
+	const ids = [TRIGGER_ID, ...(definition.steps || []).map((s) => s.id)];
+	if (!ids.some((id) => !layout[id])) return layout;
+	const large = ids.length > QUICK_LAYOUT_ABOVE && !Object.keys(layout).length;
+	return { ...(large ? quick_layout(definition, kinds) : tidy(definition, kinds)), ...layout };
 }

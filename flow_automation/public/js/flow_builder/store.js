@@ -3,7 +3,7 @@
 // drawn on the canvas. Every edit goes through `edit()`, so undo, the unsaved marker and
 // validation follow every change the same way.
 import { defineStore } from "pinia";
-import { computed, ref, shallowRef } from "vue";
+import { computed, reactive, ref, shallowRef, watch } from "vue";
 import * as graph from "./graph";
 
 const CLIPBOARD_KEY = "flow_automation:builder:clipboard";
@@ -21,7 +21,9 @@ const TIMELINE_STATE = {
 const call = (method, args) => frappe.xcall(method, args);
 // a null argument would arrive as "" (form encoding): leave it out instead
 const without_empty = (args) =>
-	Object.fromEntries(Object.entries(args).filter(([, v]) => v !== null && v !== undefined && v !== ""));
+	Object.fromEntries(
+		Object.entries(args).filter(([, v]) => v !== null && v !== undefined && v !== "")
+	);
 
 export const useStore = defineStore("flow-builder", () => {
 	const name = ref(null); // the Flow Template's name (null for a new flow)
@@ -41,6 +43,7 @@ export const useStore = defineStore("flow-builder", () => {
 	const test_result = ref(null);
 	const run = ref(null);
 	const stats = ref(null);
+	const focus_request = ref(null); // {id}: the canvas brings this step into view
 	const history = { past: [], future: [] };
 	const history_size = ref({ past: 0, future: 0 });
 	let validate_timer = null;
@@ -50,13 +53,29 @@ export const useStore = defineStore("flow-builder", () => {
 	const read_only = computed(() => !can_edit.value || mode.value !== "edit");
 	const by_id = computed(() => graph.steps_by_id(definition.value));
 	const selected_step = computed(() => by_id.value[selected.value] || null);
-	const problems_by_step = computed(() => {
-		const result = {};
-		for (const problem of problems.value) {
+	// Per node, what it shows of the selection and of validation: kept key by key, so a new
+	// selection or a new validation result redraws only the nodes it concerns (Vue 3.3
+	// recomputes every reader of a computed object, whatever changed in it).
+	const problems_by_step = reactive({});
+	const is_selected = reactive({});
+	watch(problems, (list) => {
+		const grouped = {};
+		for (const problem of list) {
 			const key = problem.step || graph.TRIGGER_ID;
-			(result[key] = result[key] || []).push(problem);
+			(grouped[key] = grouped[key] || []).push(problem);
 		}
-		return result;
+		for (const key of Object.keys(problems_by_step)) {
+			if (!grouped[key]) delete problems_by_step[key];
+		}
+		for (const [key, entries] of Object.entries(grouped)) {
+			if (JSON.stringify(problems_by_step[key]) !== JSON.stringify(entries)) {
+				problems_by_step[key] = entries;
+			}
+		}
+	});
+	watch(selected, (now, before) => {
+		if (before) delete is_selected[before];
+		if (now) is_selected[now] = true;
 	});
 	const shown_steps = computed(() => {
 		// a run is drawn on the definition of the version it ran
@@ -68,17 +87,21 @@ export const useStore = defineStore("flow-builder", () => {
 	}
 
 	// --- loading --------------------------------------------------------------------------
-	async function load(template_name, run_name) {
+	async function load(template_name, run_name, prefetched = null) {
 		loading.value = true;
 		try {
 			const [data, kinds] = await Promise.all([
-				call(
-					"flow_automation.builder.get_builder",
-					without_empty({ template: template_name, run: run_name }),
-				),
-				catalog.value.kinds.length ? catalog.value : call("flow_automation.api.get_step_catalog"),
+				prefetched ||
+					call(
+						"flow_automation.builder.get_builder",
+						without_empty({ template: template_name, run: run_name })
+					),
+				catalog.value.kinds.length
+					? catalog.value
+					: call("flow_automation.api.get_step_catalog"),
 			]);
-			if (!kinds.by_name) kinds.by_name = Object.fromEntries(kinds.kinds.map((k) => [k.name, k]));
+			if (!kinds.by_name)
+				kinds.by_name = Object.fromEntries(kinds.kinds.map((k) => [k.name, k]));
 			catalog.value = kinds;
 			apply_loaded(data);
 			mode.value = data.run ? "run" : "edit";
@@ -87,7 +110,7 @@ export const useStore = defineStore("flow-builder", () => {
 			history.past = [];
 			history.future = [];
 			sync_history_size();
-			await load_doc_fields();
+			load_doc_fields(); // for the variable picker: the canvas need not wait for it
 		} finally {
 			loading.value = false;
 		}
@@ -97,7 +120,11 @@ export const useStore = defineStore("flow-builder", () => {
 		name.value = data.template.name || null;
 		template.value = data.template;
 		definition.value = data.definition;
-		layout.value = graph.complete_layout(data.definition, data.layout || {}, catalog.value.by_name);
+		layout.value = graph.complete_layout(
+			data.definition,
+			data.layout || {},
+			catalog.value.by_name
+		);
 		can_edit.value = !!data.can_edit;
 		can_run.value = !!data.can_run;
 		problems.value = data.problems || [];
@@ -108,9 +135,19 @@ export const useStore = defineStore("flow-builder", () => {
 		const doctype = template.value.reference_doctype;
 		if (fields_for === doctype) return;
 		fields_for = doctype;
-		// a template may name a DocType this site does not have (an app not installed)
-		const exists = doctype && (await frappe.db.exists("DocType", doctype));
-		doc_fields.value = exists ? await call("flow_automation.builder.doc_fields", { doctype }) : [];
+		// a template may name a DocType this site does not have (an app not installed): then
+		// the picker simply has no document fields
+		doc_fields.value = doctype
+			? await new Promise((resolve) =>
+					frappe.call({
+						method: "flow_automation.builder.doc_fields",
+						args: { doctype },
+						silent: true,
+						callback: (r) => resolve(r.message || []),
+						error: () => resolve([]),
+					})
+				)
+			: [];
 	}
 
 	// --- editing --------------------------------------------------------------------------
@@ -125,11 +162,34 @@ export const useStore = defineStore("flow-builder", () => {
 	function restore(text) {
 		const state = JSON.parse(text);
 		template.value = state.template;
-		definition.value = state.definition;
-		layout.value = state.layout;
-		if (selected.value && selected.value !== graph.TRIGGER_ID && !by_id.value[selected.value]) {
+		definition.value = keep_unchanged(definition.value, state.definition);
+		layout.value = keep_unchanged_positions(layout.value, state.layout);
+		if (
+			selected.value &&
+			selected.value !== graph.TRIGGER_ID &&
+			!by_id.value[selected.value]
+		) {
 			selected.value = null;
 		}
+	}
+
+	// An edit changes a step or two: the others keep their objects, so the canvas redraws only
+	// the nodes that changed (a 200-step flow stays responsive).
+	function keep_unchanged(old_definition, new_definition) {
+		const old_steps = Object.fromEntries((old_definition.steps || []).map((s) => [s.id, s]));
+		new_definition.steps = (new_definition.steps || []).map((step) => {
+			const old = old_steps[step.id];
+			return old && JSON.stringify(old) === JSON.stringify(step) ? old : step;
+		});
+		return new_definition;
+	}
+
+	function keep_unchanged_positions(old_layout, new_layout) {
+		for (const [id, position] of Object.entries(new_layout)) {
+			const old = old_layout[id];
+			if (old && old.x === position.x && old.y === position.y) new_layout[id] = old;
+		}
+		return new_layout;
 	}
 
 	function sync_history_size() {
@@ -186,10 +246,12 @@ export const useStore = defineStore("flow-builder", () => {
 					on_edge.source,
 					on_edge.sourceHandle,
 					on_edge.target,
-					step,
+					step
 				);
 				const below = draft.layout[on_edge.target];
-				draft.layout[step.id] = below ? { x: below.x, y: below.y } : position || { x: 0, y: 0 };
+				draft.layout[step.id] = below
+					? { x: below.x, y: below.y }
+					: position || { x: 0, y: 0 };
 				draft.layout = { ...draft.layout, ...shift_below(draft, on_edge.target) };
 			} else {
 				draft.definition.steps.push(step);
@@ -235,7 +297,10 @@ export const useStore = defineStore("flow-builder", () => {
 		new_id = (new_id || "").trim();
 		if (!new_id || new_id === old_id) return false;
 		if (by_id.value[new_id]) {
-			frappe.show_alert({ message: __("A step {0} already exists", [new_id]), indicator: "red" });
+			frappe.show_alert({
+				message: __("A step {0} already exists", [new_id]),
+				indicator: "red",
+			});
 			return false;
 		}
 		const done = edit((draft) => {
@@ -288,7 +353,8 @@ export const useStore = defineStore("flow-builder", () => {
 			const { copies, ids } = graph.copies_of(draft.definition, steps);
 			draft.definition.steps.push(...copies);
 			for (const [old_id, id] of ids) {
-				const at = (positions && positions[old_id]) || layout.value[old_id] || { x: 0, y: 0 };
+				const at = (positions && positions[old_id]) ||
+					layout.value[old_id] || { x: 0, y: 0 };
 				draft.layout[id] = { x: at.x + offset.x, y: at.y + offset.y };
 			}
 			created = copies.map((c) => c.id);
@@ -378,9 +444,9 @@ export const useStore = defineStore("flow-builder", () => {
 	function offer_reload() {
 		frappe.confirm(
 			__(
-				"Someone saved this flow after you opened it. Reload it to see their version? (Your changes here are lost.) Or keep editing and copy what you need first.",
+				"Someone saved this flow after you opened it. Reload it to see their version? (Your changes here are lost.) Or keep editing and copy what you need first."
 			),
-			() => load(name.value),
+			() => load(name.value)
 		);
 	}
 
@@ -418,7 +484,10 @@ export const useStore = defineStore("flow-builder", () => {
 	}
 
 	async function load_stats(days = 30) {
-		stats.value = await call("flow_automation.builder.step_stats", { template: name.value, days });
+		stats.value = await call("flow_automation.builder.step_stats", {
+			template: name.value,
+			days,
+		});
 		return stats.value;
 	}
 
@@ -457,6 +526,7 @@ export const useStore = defineStore("flow-builder", () => {
 		can_run,
 		problems,
 		problems_by_step,
+		is_selected,
 		loading,
 		saving,
 		dirty,
@@ -467,6 +537,7 @@ export const useStore = defineStore("flow-builder", () => {
 		test_result,
 		run,
 		stats,
+		focus_request,
 		history_size,
 		read_only,
 		by_id,

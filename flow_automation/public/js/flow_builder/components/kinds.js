@@ -10,9 +10,14 @@ export function grouped_kinds(catalog, search) {
 		const haystack =
 			`${kind.name} ${__(kind.label)} ${__(kind.description)} ${__(kind.group)}`.toLowerCase();
 		if (query && !haystack.includes(query)) continue;
-		(groups[kind.group] = groups[kind.group] || []).push({ ...kind, look: style_of(kind, kind.name) });
+		(groups[kind.group] = groups[kind.group] || []).push({
+			...kind,
+			look: style_of(kind, kind.name),
+		});
 	}
 	return Object.keys(groups)
-		.sort((a, b) => ((GROUP_ORDER.indexOf(a) + 99) % 99) - ((GROUP_ORDER.indexOf(b) + 99) % 99))
+		.sort(
+			(a, b) => ((GROUP_ORDER.indexOf(a) + 99) % 99) - ((GROUP_ORDER.indexOf(b) + 99) % 99)
+		)
 		.map((group) => ({ group, kinds: groups[group] }));
 }
