@@ -169,7 +169,10 @@ def definition_steps(segments: int = SEGMENTS) -> list[dict]:
 				"kind": "create_document",
 				"label": f"Record segment {k}",
 				"depends_on": [join],
-				"payload": {"doctype": "ToDo", "fields": {"description": f"Segment {k} of {{{{ variables.customer }}}}"}},
+				"payload": {
+					"doctype": "ToDo",
+					"fields": {"description": f"Segment {k} of {{{{ variables.customer }}}}"},
+				},
 			},
 			{
 				"id": f"report_{k:02d}",
@@ -476,7 +479,9 @@ def sweep(page) -> tuple[int, int]:
 			[y, zoom],
 		)
 		seen.update(
-			page.eval_on_selector_all(".vue-flow__node [data-step-id]", "els => els.map(e => e.dataset.stepId)")
+			page.eval_on_selector_all(
+				".vue-flow__node [data-step-id]", "els => els.map(e => e.dataset.stepId)"
+			)
 		)
 		views += 1
 		y += height / zoom * 0.9
@@ -533,7 +538,9 @@ def main() -> None:
 		page.wait_for_function("() => window.frappe && frappe.container && frappe.request.ajax_count === 0")
 
 		url = f"{server.url}/app/flow-builder/{name}"
-		print(f"\nopen (viewport {VIEWPORT['width']}x{VIEWPORT['height']}, settled = unchanged for {QUIET_MS} ms)")
+		print(
+			f"\nopen (viewport {VIEWPORT['width']}x{VIEWPORT['height']}, settled = unchanged for {QUIET_MS} ms)"
+		)
 		for i in range(opens):
 			try:
 				ms, settled = open_builder(page, url, name, len(steps))
@@ -591,7 +598,9 @@ def main() -> None:
 				f"drawn {fit_all['drawn']}"
 			)
 			drawable, views = sweep(page)
-			print(f"panning over the whole graph at zoom 0.5 ({views} views): {drawable} distinct nodes drawn")
+			print(
+				f"panning over the whole graph at zoom 0.5 ({views} views): {drawable} distinct nodes drawn"
+			)
 	finally:
 		if playwright:
 			playwright.stop()

@@ -262,6 +262,7 @@ export const useStore = defineStore("flow-builder", () => {
 			}
 		});
 		selected.value = id;
+		if (id) focus_request.value = { id, reveal: true };
 		return id;
 	}
 
@@ -279,10 +280,21 @@ export const useStore = defineStore("flow-builder", () => {
 	}
 
 	function next_free_position(draft, from_handle) {
+		// under the step it comes after (or under everything), then right until nothing is there
 		const anchor = from_handle && draft.layout[from_handle.node];
-		if (anchor) return { x: anchor.x, y: anchor.y + graph.NODE_HEIGHT + 70 };
 		const ys = Object.values(draft.layout).map((p) => p.y);
-		return { x: 0, y: (ys.length ? Math.max(...ys) : 0) + graph.NODE_HEIGHT + 70 };
+		let x = anchor ? anchor.x : 0;
+		const y = anchor
+			? anchor.y + graph.NODE_HEIGHT + 70
+			: (ys.length ? Math.max(...ys) : 0) + graph.NODE_HEIGHT + 70;
+		const taken = (cx) =>
+			Object.values(draft.layout).some(
+				(p) =>
+					Math.abs(p.y - y) < graph.NODE_HEIGHT + 20 &&
+					Math.abs(p.x - cx) < graph.NODE_WIDTH + 20
+			);
+		while (taken(x)) x += graph.NODE_WIDTH + 40;
+		return { x, y };
 	}
 
 	function update_step(id, change) {
@@ -315,11 +327,11 @@ export const useStore = defineStore("flow-builder", () => {
 	function delete_steps(ids) {
 		ids = ids.filter((id) => id !== graph.TRIGGER_ID && by_id.value[id]);
 		if (!ids.length) return;
-		edit((draft) => {
+		const done = edit((draft) => {
 			graph.delete_steps(draft.definition, ids);
 			for (const id of ids) delete draft.layout[id];
 		});
-		if (ids.includes(selected.value)) selected.value = null;
+		if (done && ids.includes(selected.value)) selected.value = null;
 	}
 
 	function duplicate_steps(ids) {
