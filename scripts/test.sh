@@ -30,6 +30,18 @@ if [ ! -f "$stamp" ]; then
 	"$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]" || { red "pip install failed"; exit 2; }
 	touch "$stamp"
 fi
+# the Flow Builder's graph model is tested under node (tests/js) with the app's node_modules
+if command -v node >/dev/null; then
+	node_stamp="node_modules/.installed-$(cat package.json yarn.lock | sha1sum | cut -c1-12)"
+	if [ ! -f "$node_stamp" ]; then
+		command -v yarn >/dev/null || npm install -g yarn@1 >/dev/null 2>&1 || yellow "yarn 1 is missing: the builder's node tests will be skipped"
+		if command -v yarn >/dev/null && yarn install --frozen-lockfile --silent --non-interactive >/tmp/flow_automation_yarn.log 2>&1; then
+			touch "$node_stamp"
+		else
+			yellow "yarn install failed (see /tmp/flow_automation_yarn.log): the builder's node tests will be skipped"
+		fi
+	fi
+fi
 echo "== unit tests (pytest, no Frappe) =="
 "$venv/bin/python" -m pytest -q tests
 unit_rc=$?
@@ -91,7 +103,9 @@ else
 		[ -e "$bench/sites/assets/flow_automation" ] || ln -sfn "$link/flow_automation/public" "$bench/sites/assets/flow_automation"
 		bundle_stamp="$(cat package.json yarn.lock $(find flow_automation/public/js -type f | sort) 2>/dev/null | sha1sum | cut -c1-16)"
 		bundle_marker="$bench/sites/assets/.flow_automation_bundles"
-		if [ "$(cat "$bundle_marker" 2>/dev/null)" != "$bundle_stamp" ] || ! grep -q '"flow_builder.bundle.js"' "$bench/sites/assets/assets.json" 2>/dev/null; then
+		# the built file lives in this checkout (public/dist, not committed): a fresh clone has none
+		built="$(grep -o '"flow_builder.bundle.js": *"[^"]*"' "$bench/sites/assets/assets.json" 2>/dev/null | sed 's/.*: *"//; s/"$//')"
+		if [ "$(cat "$bundle_marker" 2>/dev/null)" != "$bundle_stamp" ] || [ -z "$built" ] || [ ! -f "$bench/sites$built" ]; then
 			command -v yarn >/dev/null || npm install -g yarn@1 >/dev/null 2>&1 || { red "yarn 1 is needed to build the Desk bundles"; exit 2; }
 			(cd "$here" && yarn install --frozen-lockfile --silent --non-interactive) >/tmp/flow_automation_build.log 2>&1 \
 				&& (cd "$bench/apps/frappe" && yarn run --silent production --apps flow_automation --run-build-command) >>/tmp/flow_automation_build.log 2>&1 \

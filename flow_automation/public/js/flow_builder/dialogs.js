@@ -43,7 +43,7 @@ export function open_test_run_dialog(store) {
 						fieldtype: "Link",
 						options: doctype,
 						label: __("{0} to run on", [__(doctype)]),
-					}
+				  }
 				: null,
 			{
 				fieldname: "doc",
@@ -69,7 +69,7 @@ export function open_test_run_dialog(store) {
 				description: waiting.length
 					? __("Steps that wait: {0}. A step without an answer waits for its timeout.", [
 							waiting.map((s) => s.id).join(", "),
-						])
+					  ])
 					: __("No step waits in this flow."),
 				default: waiting.length ? JSON.stringify(example, null, 1) : "",
 				max_height: "120px",
@@ -82,8 +82,8 @@ export function open_test_run_dialog(store) {
 				doc: values.reference_name
 					? null
 					: values.doc
-						? parse_json(values.doc, __("Document"))
-						: null,
+					? parse_json(values.doc, __("Document"))
+					: null,
 				variables: parse_json(values.variables, __("Variables")),
 				answers: parse_json(values.answers, __("Answers")),
 			};

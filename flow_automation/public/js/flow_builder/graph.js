@@ -110,10 +110,10 @@ export function summary_of(step) {
 		case "assign":
 			return __("Assign to {0}", [short((p.assign_to || []).join(", "))]);
 		case "notify":
-			return `${p.channel === "system" ? __("Notify") : __("Email")} ${short(to || "?", 24)}: ${short(
-				p.subject || "",
-				28
-			)}`;
+			return `${p.channel === "system" ? __("Notify") : __("Email")} ${short(
+				to || "?",
+				24
+			)}: ${short(p.subject || "", 28)}`;
 		case "webhook":
 			return `${p.method || "POST"} ${short(p.url || "?", 40)}`;
 		case "wait":
@@ -127,7 +127,9 @@ export function summary_of(step) {
 		case "set_variables":
 			return __("Set {0}", [Object.keys(p.variables || {}).join(", ") || "?"]);
 		case "start_flow":
-			return `${__("Start")} ${short(p.template || "?", 30)}${p.wait ? " " + __("(wait)") : ""}`;
+			return `${__("Start")} ${short(p.template || "?", 30)}${
+				p.wait ? " " + __("(wait)") : ""
+			}`;
 		case "send_whatsapp":
 			return `${p.mode || "text"} → ${short(to || "?", 24)}${
 				p.template ? ": " + p.template : p.text ? ": " + short(p.text, 24) : ""

@@ -146,7 +146,7 @@ export const useStore = defineStore("flow-builder", () => {
 						callback: (r) => resolve(r.message || []),
 						error: () => resolve([]),
 					})
-				)
+			  )
 			: [];
 	}
 

@@ -7,8 +7,9 @@ export function grouped_kinds(catalog, search) {
 	const query = (search || "").trim().toLowerCase();
 	const groups = {};
 	for (const kind of catalog.kinds || []) {
-		const haystack =
-			`${kind.name} ${__(kind.label)} ${__(kind.description)} ${__(kind.group)}`.toLowerCase();
+		const haystack = `${kind.name} ${__(kind.label)} ${__(kind.description)} ${__(
+			kind.group
+		)}`.toLowerCase();
 		if (query && !haystack.includes(query)) continue;
 		(groups[kind.group] = groups[kind.group] || []).push({
 			...kind,
