@@ -24,11 +24,11 @@ It serves the site with `frappe serve` on a free loopback port, logs in over the
 	           settles in (unchanged for 1 s): the builder's store holds the 200 steps, Vue Flow
 	           holds all 201 nodes (trigger included) with measured dimensions, every node Vue
 	           Flow shows (getNodes) is drawn, and no Frappe request is pending
-	           (frappe.request.ajax_count == 0). The builder fits the view after loading.
-	nodes      `[data-step-id]` elements drawn in that settled view. Above 60 steps the canvas
-	           renders only the nodes in view (only-render-visible-elements), so this is less
-	           than 201 unless the fitted view shows the whole graph; `in_flow` is the number
-	           of nodes in Vue Flow's state with measured dimensions.
+	           (frappe.request.ajax_count == 0). The builder opens a flow this tall at its top,
+	           at a readable zoom (0.6), not fitted.
+	nodes      `[data-step-id]` elements drawn in that settled view (the canvas draws every
+	           node, in view or not); `in_flow` is the number of nodes in Vue Flow's state
+	           with measured dimensions.
 	select_ms  a click on a drawn step node until the inspector shows that step
 	           ([data-inspector] [data-field='step_id'] has its id)
 	edit_ms    a new Label filled into the inspector and the input blurred (its change event)

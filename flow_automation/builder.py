@@ -102,7 +102,13 @@ def get_builder(template: str | None = None, run: str | None = None) -> dict[str
 		"can_run": has_any_role(FLOW_USER_ROLES),
 		"problems": [issue.as_dict() | {"text": str(issue)} for issue in validate_definition(definition)],
 		"run": run_overlay(run, template) if run else None,
+		# a template from another site may name a DocType this one lacks (an app not installed)
+		"missing_doctype": _missing_doctype(values.get("reference_doctype")),
 	}
+
+
+def _missing_doctype(doctype: str | None) -> str | None:
+	return doctype if doctype and not frappe.db.exists("DocType", doctype) else None
 
 
 def template_values(doc: Any) -> dict[str, Any]:

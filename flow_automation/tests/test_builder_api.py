@@ -174,6 +174,7 @@ class TestBuilderAPI(FlowTestCase):
 		self.assertEqual((built["can_edit"], built["can_run"]), (True, True))
 		self.assertEqual(built["problems"], [])
 		self.assertIsNone(built["run"])
+		self.assertIsNone(built["missing_doctype"])
 
 		as_user = self.ok("get_builder", {"template": template.name}, "user")
 		self.assertEqual((as_user["can_edit"], as_user["can_run"]), (False, True))
@@ -528,6 +529,9 @@ class TestBuilderAPI(FlowTestCase):
 		self.assertEqual(stored.reference_doctype, "Quotation")
 		# loaded disabled where Quotation is not installed (as seeding does)
 		self.assertEqual(stored.enabled, int(bool(frappe.db.exists("DocType", "Quotation"))))
+		# the builder says so instead of offering Quotation's fields
+		missing = None if frappe.db.exists("DocType", "Quotation") else "Quotation"
+		self.assertEqual(self.ok("get_builder", {"template": name})["missing_doctype"], missing)
 		self.assertEqual(
 			[s["id"] for s in json.loads(stored.definition)["steps"]],
 			[s["id"] for s in data["definition"]["steps"]],

@@ -282,6 +282,41 @@ class TestFlowBuilder(FlowTestCase):
 		self.node("nap").wait_for()
 		page.locator(".indicator-pill", has_text="Not Saved").wait_for()
 
+	def test_a_flow_too_tall_to_fit_opens_readable_at_its_top_and_f_fits_it(self):
+		steps = [{"id": "s00", "kind": "set_variables", "payload": {"variables": {"n": "0"}}}]
+		for i in range(1, 40):
+			steps.append(
+				{
+					"id": f"s{i:02d}",
+					"kind": "set_variables",
+					"depends_on": [f"s{i - 1:02d}"],
+					"payload": {"variables": {"n": str(i)}},
+				}
+			)
+		template = make_template(steps).name
+		frappe.db.commit()
+		page = self.open_builder(template)
+		canvas = page.locator(".flow-canvas").bounding_box()
+
+		def shown(step_id):
+			box = self.node(step_id).bounding_box()
+			inside = canvas["y"] <= box["y"] and box["y"] + box["height"] <= canvas["y"] + canvas["height"]
+			return box, inside
+
+		top, top_inside = shown("__trigger__")
+		self.assertTrue(top_inside, (top, canvas))
+		self.assertGreaterEqual(top["width"], 0.59 * 240)  # a readable zoom, not a sliver
+		self.assertFalse(shown("s39")[1])  # the end is further down
+
+		page.locator(".vue-flow__pane").click(position={"x": 5, "y": 5})
+		page.keyboard.press("f")
+		page.wait_for_function(
+			"() => { const c = document.querySelector('.flow-canvas').getBoundingClientRect();"
+			" const n = document.querySelector(\".flow-node[data-step-id='s39']\").getBoundingClientRect();"
+			" return n.bottom <= c.bottom && n.top >= c.top; }"
+		)
+		self.assertTrue(shown("__trigger__")[1])
+
 	def test_an_invalid_edit_shows_its_error_on_its_node_and_field(self):
 		template = make_template(
 			[

@@ -39,6 +39,7 @@ export const useStore = defineStore("flow-builder", () => {
 	const dirty = ref(false);
 	const selected = ref(null); // a step id, or graph.TRIGGER_ID
 	const doc_fields = ref([]);
+	const missing_doctype = ref(null); // the template's DocType when this site has none such
 	const mode = ref("edit"); // edit | test | run
 	const test_result = ref(null);
 	const run = ref(null);
@@ -125,6 +126,7 @@ export const useStore = defineStore("flow-builder", () => {
 			data.layout || {},
 			catalog.value.by_name
 		);
+		missing_doctype.value = data.missing_doctype || null;
 		can_edit.value = !!data.can_edit;
 		can_run.value = !!data.can_run;
 		problems.value = data.problems || [];
@@ -137,17 +139,18 @@ export const useStore = defineStore("flow-builder", () => {
 		fields_for = doctype;
 		// a template may name a DocType this site does not have (an app not installed): then
 		// the picker simply has no document fields
-		doc_fields.value = doctype
-			? await new Promise((resolve) =>
-					frappe.call({
-						method: "flow_automation.builder.doc_fields",
-						args: { doctype },
-						silent: true,
-						callback: (r) => resolve(r.message || []),
-						error: () => resolve([]),
-					})
-			  )
-			: [];
+		doc_fields.value =
+			doctype && doctype !== missing_doctype.value
+				? await new Promise((resolve) =>
+						frappe.call({
+							method: "flow_automation.builder.doc_fields",
+							args: { doctype },
+							silent: true,
+							callback: (r) => resolve(r.message || []),
+							error: () => resolve([]),
+						})
+				  )
+				: [];
 	}
 
 	// --- editing --------------------------------------------------------------------------
@@ -545,6 +548,7 @@ export const useStore = defineStore("flow-builder", () => {
 		selected,
 		selected_step,
 		doc_fields,
+		missing_doctype,
 		mode,
 		test_result,
 		run,
