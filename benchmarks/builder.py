@@ -5,8 +5,8 @@ Run with the bench's Python (the script re-execs itself with it):
 	$FRAPPE_BENCH/env/bin/python benchmarks/builder.py [opens] [edits]
 
 $FRAPPE_BENCH and $FRAPPE_TEST_SITE pick the bench and the site (default test_site, whose
-Administrator password is $FLOW_BENCH_ADMIN_PASSWORD, default "admin"). Needs Debian's Chromium
-(/usr/bin/chromium, or $FLOW_BENCH_CHROMIUM) and the `playwright` package in the bench env
+Administrator password is $FLOW_DESK_UI_ADMIN_PASSWORD, default "admin"). Needs Debian's Chromium
+(/usr/bin/chromium, or $FLOW_DESK_UI_CHROMIUM) and the `playwright` package in the bench env
 (never `playwright install`: the browser is the system one).
 
 The script commits one Flow Template of 200 steps, built from the export shape: 20 segments of
@@ -52,30 +52,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _site
 
 _site.ensure_bench_python()
 
+# the Desk tests' harness: `frappe serve` on a free loopback port, Chromium and its flags
+from flow_automation.tests.browser import ADMIN_PASSWORD, CHROMIUM, CHROMIUM_ARGS, DeskServer
+
 SEGMENTS = 20  # 10 steps each
-CHROMIUM = os.environ.get("FLOW_BENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-	"--no-sandbox",
-	"--disable-gpu",
-	"--disable-dev-shm-usage",
-	"--disable-background-networking",
-]
-ADMIN_PASSWORD = os.environ.get("FLOW_BENCH_ADMIN_PASSWORD", "admin")
 VIEWPORT = {"width": 1400, "height": 1000}
 TIMEOUT_MS = 60_000
 
@@ -221,71 +211,6 @@ def make_flow(frappe, name: str) -> list[dict]:
 def delete_flow(frappe, name: str) -> None:
 	frappe.db.rollback()
 	_site.delete_templates([name])
-
-
-# --- the server ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-	with socket.socket() as s:
-		s.bind(("127.0.0.1", 0))
-		return s.getsockname()[1]
-
-
-class DeskServer:
-	"""`frappe serve` (werkzeug, serves /assets too) for the site on a free loopback port."""
-
-	def __init__(self, log_path: str):
-		self.port = free_port()
-		self.url = f"http://127.0.0.1:{self.port}"
-		self.log_path = log_path
-		self.process: subprocess.Popen | None = None
-
-	def start(self) -> None:
-		log = open(self.log_path, "w")
-		self.process = subprocess.Popen(
-			[
-				_site.PYTHON,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				_site.SITE,
-				"serve",
-				"--port",
-				str(self.port),
-				"--noreload",
-			],
-			cwd=_site.SITES,
-			stdout=log,
-			stderr=subprocess.STDOUT,
-			start_new_session=True,
-		)
-		log.close()
-		deadline = time.monotonic() + 60
-		while time.monotonic() < deadline:
-			if self.process.poll() is not None:
-				raise RuntimeError(f"frappe serve exited ({self.process.returncode}):\n{self.log_tail()}")
-			try:
-				with urllib.request.urlopen(f"{self.url}/api/method/ping", timeout=2) as response:
-					if response.status == 200:
-						return
-			except OSError:
-				time.sleep(0.3)
-		raise RuntimeError(f"frappe serve did not answer within 60 s:\n{self.log_tail()}")
-
-	def log_tail(self) -> str:
-		with open(self.log_path, errors="replace") as f:
-			return "".join(f.readlines()[-20:])
-
-	def stop(self) -> None:
-		if self.process and self.process.poll() is None:
-			_site.Processes.kill(self.process, signal.SIGTERM)
-			try:
-				self.process.wait(timeout=10)
-			except subprocess.TimeoutExpired:
-				_site.Processes.kill(self.process)
-				self.process.wait(timeout=5)
 
 
 # --- in the page --------------------------------------------------------------------------------
@@ -509,7 +434,7 @@ def main() -> None:
 	started = time.monotonic()
 	log_fd, log_path = tempfile.mkstemp(prefix="flow-bench-builder-", suffix=".log")
 	os.close(log_fd)
-	server = DeskServer(log_path)
+	server = DeskServer(_site.SITE, log_path)
 	playwright = None
 	open_times: list[float] = []
 	selects: list[float] = []

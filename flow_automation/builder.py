@@ -57,6 +57,7 @@ EDITABLE_FIELDS = (
 )
 TEMPLATE_FIELDS = ("name", "template_name", "is_system", *EDITABLE_FIELDS, "version", "modified")
 JSON_FIELDS = ("schedule_filters", "trigger_condition")
+LIST_FIELDS = ("whatsapp_keywords",)  # stored one per line, edited as a list
 EMPTY_DEFINITION = {"version": 1, "variables": {}, "steps": []}
 MAX_ATTEMPTS_PER_STEP = 50
 MAX_DOC_FIELDS = 400
@@ -104,7 +105,38 @@ def get_builder(template: str | None = None, run: str | None = None) -> dict[str
 		"run": run_overlay(run, template) if run else None,
 		# a template from another site may name a DocType this one lacks (an app not installed)
 		"missing_doctype": _missing_doctype(values.get("reference_doctype")),
+		"fields": template_fields(),
 	}
+
+
+def template_fields() -> list[dict[str, Any]]:
+	"""How the builder's flow panel draws the editable template fields: as the Flow Template
+	form does, from its meta (order, section, label, type, options, description, depends_on),
+	so the doctype stays the one place that says what a field is and when it shows."""
+	fields = []
+	section = None
+	for df in frappe.get_meta("Flow Template").fields:
+		if df.fieldtype == "Section Break":
+			section = _(df.label) if df.label else None
+		if df.fieldname not in EDITABLE_FIELDS:
+			continue
+		fields.append(
+			{
+				"fieldname": df.fieldname,
+				"fieldtype": df.fieldtype,
+				"label": _(df.label),
+				"options": df.options,
+				"description": _(df.description) if df.description else "",
+				"depends_on": df.depends_on,
+				"section": section,
+				"value_kind": "json"
+				if df.fieldname in JSON_FIELDS
+				else "lines"
+				if df.fieldname in LIST_FIELDS
+				else None,
+			}
+		)
+	return fields
 
 
 def _missing_doctype(doctype: str | None) -> str | None:

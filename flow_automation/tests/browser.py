@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,55 +51,63 @@ def free_port() -> int:
 
 
 class DeskServer:
-	"""`frappe serve` (werkzeug, serves /assets too) for this site on a free port."""
+	"""`frappe serve` (werkzeug, serves /assets too) for a site on a free loopback port, in a
+	process group of its own (stop ends it and anything it started)."""
 
-	def __init__(self, site: str):
+	def __init__(self, site: str, log_path: str | None = None):
 		self.site = site
 		self.port = free_port()
 		self.url = f"http://127.0.0.1:{self.port}"
 		self.process: subprocess.Popen | None = None
-		self.log_path = os.path.join(frappe.utils.get_bench_path(), "logs", "test_desk_ui_server.log")
+		self.log_path = log_path or os.path.join(
+			frappe.utils.get_bench_path(), "logs", "test_desk_ui_server.log"
+		)
 
 	def start(self) -> None:
-		self.log = open(self.log_path, "w")
-		self.process = subprocess.Popen(
-			[
-				sys.executable,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				self.site,
-				"serve",
-				"--port",
-				str(self.port),
-				"--noreload",
-			],
-			cwd=os.path.join(frappe.utils.get_bench_path(), "sites"),
-			stdout=self.log,
-			stderr=subprocess.STDOUT,
-		)
+		with open(self.log_path, "w") as log:
+			self.process = subprocess.Popen(
+				[
+					sys.executable,
+					"-m",
+					"frappe.utils.bench_helper",
+					"frappe",
+					"--site",
+					self.site,
+					"serve",
+					"--port",
+					str(self.port),
+					"--noreload",
+				],
+				cwd=os.path.join(frappe.utils.get_bench_path(), "sites"),
+				stdout=log,
+				stderr=subprocess.STDOUT,
+				start_new_session=True,
+			)
 		deadline = time.monotonic() + 60
 		while time.monotonic() < deadline:
 			if self.process.poll() is not None:
-				raise RuntimeError(f"frappe serve exited ({self.process.returncode}); see {self.log_path}")
+				raise RuntimeError(f"frappe serve exited ({self.process.returncode}):\n{self.log_tail()}")
 			try:
 				with urllib.request.urlopen(f"{self.url}/api/method/ping", timeout=2) as response:
 					if response.status == 200:
 						return
 			except OSError:
 				time.sleep(0.3)
-		raise RuntimeError(f"frappe serve did not answer within 60 s; see {self.log_path}")
+		raise RuntimeError(f"frappe serve did not answer within 60 s:\n{self.log_tail()}")
+
+	def log_tail(self) -> str:
+		with open(self.log_path, errors="replace") as f:
+			return "".join(f.readlines()[-20:])
 
 	def stop(self) -> None:
-		if self.process and self.process.poll() is None:
-			self.process.terminate()
-			try:
-				self.process.wait(timeout=10)
-			except subprocess.TimeoutExpired:
-				self.process.kill()
-		if getattr(self, "log", None):
-			self.log.close()
+		if not self.process or self.process.poll() is not None:
+			return
+		os.killpg(self.process.pid, signal.SIGTERM)
+		try:
+			self.process.wait(timeout=10)
+		except subprocess.TimeoutExpired:
+			os.killpg(self.process.pid, signal.SIGKILL)
+			self.process.wait(timeout=5)
 
 
 class Browser:

@@ -175,6 +175,22 @@ class TestBuilderAPI(FlowTestCase):
 		self.assertEqual(built["problems"], [])
 		self.assertIsNone(built["run"])
 		self.assertIsNone(built["missing_doctype"])
+		# the flow panel's fields: the template's own, from its meta, in the form's order
+		fields = {df["fieldname"]: df for df in built["fields"]}
+		meta = frappe.get_meta("Flow Template")
+		self.assertEqual(
+			[df["fieldname"] for df in built["fields"]],
+			[df.fieldname for df in meta.fields if df.fieldname in fields],
+		)
+		self.assertTrue({"trigger_type", "cron_expression", "run_as", "max_concurrent_runs"} <= set(fields))
+		self.assertNotIn("webhook_secret", fields)  # a Password field is never sent
+		self.assertEqual(
+			fields["cron_expression"]["depends_on"], meta.get_field("cron_expression").depends_on
+		)
+		self.assertEqual(fields["cron_expression"]["section"], "Trigger")
+		self.assertEqual(fields["trigger_type"]["options"], meta.get_field("trigger_type").options)
+		self.assertEqual(fields["trigger_condition"]["value_kind"], "json")
+		self.assertEqual(fields["whatsapp_keywords"]["value_kind"], "lines")
 
 		as_user = self.ok("get_builder", {"template": template.name}, "user")
 		self.assertEqual((as_user["can_edit"], as_user["can_run"]), (False, True))

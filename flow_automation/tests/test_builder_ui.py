@@ -317,6 +317,45 @@ class TestFlowBuilder(FlowTestCase):
 		)
 		self.assertTrue(shown("__trigger__")[1])
 
+	def test_the_flow_panel_shows_the_fields_each_trigger_needs_as_the_form_does(self):
+		page = self.open_builder()
+		panel = page.locator("[data-trigger-panel]")
+
+		def field(name):
+			return panel.locator(f"[data-fieldname='{name}']")
+
+		panel.locator("[data-fieldname='trigger_type'] select").select_option("Schedule")
+		field("cron_expression").wait_for()
+		self.assertEqual(field("document_event").count(), 0)
+		self.assertEqual(field("schedule_filters").count(), 0)  # only once "for each document"
+		field("schedule_for_each").locator("input").check()
+		field("schedule_filters").wait_for()
+
+		panel.locator("[data-fieldname='trigger_type'] select").select_option("WhatsApp Message")
+		field("cron_expression").wait_for(state="detached")
+		keywords = panel.locator("[data-field='whatsapp_keywords']")
+		keywords.fill("menu\n  Hi \n\n")
+		keywords.blur()
+		page.wait_for_function(
+			"() => JSON.stringify(frappe.container.page.flow_builder.store.template.whatsapp_keywords)"
+			" === JSON.stringify(['menu', 'Hi'])"
+		)
+
+		condition = panel.locator("[data-field='trigger_condition']")
+		condition.fill('{"field": "doc.status",')
+		condition.blur()
+		panel.locator("[data-fieldname='trigger_condition'] [data-json-error]").wait_for()
+		self.assertIsNone(
+			page.evaluate("frappe.container.page.flow_builder.store.template.trigger_condition")
+		)
+		condition.fill('{"field": "doc.status", "op": "==", "value": "Open"}')
+		condition.blur()
+		panel.locator("[data-fieldname='trigger_condition'] [data-json-error]").wait_for(state="detached")
+		self.assertEqual(
+			page.evaluate("frappe.container.page.flow_builder.store.template.trigger_condition"),
+			{"field": "doc.status", "op": "==", "value": "Open"},
+		)
+
 	def test_an_invalid_edit_shows_its_error_on_its_node_and_field(self):
 		template = make_template(
 			[

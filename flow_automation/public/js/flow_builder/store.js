@@ -40,6 +40,7 @@ export const useStore = defineStore("flow-builder", () => {
 	const selected = ref(null); // a step id, or graph.TRIGGER_ID
 	const doc_fields = ref([]);
 	const missing_doctype = ref(null); // the template's DocType when this site has none such
+	const template_fields = ref([]); // the editable Flow Template fields, from its meta
 	const mode = ref("edit"); // edit | test | run
 	const test_result = ref(null);
 	const run = ref(null);
@@ -127,6 +128,7 @@ export const useStore = defineStore("flow-builder", () => {
 			catalog.value.by_name
 		);
 		missing_doctype.value = data.missing_doctype || null;
+		template_fields.value = data.fields || template_fields.value;
 		can_edit.value = !!data.can_edit;
 		can_run.value = !!data.can_run;
 		problems.value = data.problems || [];
@@ -549,6 +551,7 @@ export const useStore = defineStore("flow-builder", () => {
 		selected_step,
 		doc_fields,
 		missing_doctype,
+		template_fields,
 		mode,
 		test_result,
 		run,
