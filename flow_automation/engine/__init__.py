@@ -7,6 +7,10 @@ themselves when their module loads), so every reader sees the same kinds.
 """
 
 # The kinds: the one loader. Channel kinds register with catalog.register on import.
+from flow_automation.engine import data_kinds as _data_kinds
+from flow_automation.engine import experiment_kinds as _experiment_kinds
+from flow_automation.engine import fanout_kinds as _fanout_kinds
+from flow_automation.engine import output_kinds as _output_kinds
 from flow_automation.engine import whatsapp_kinds as _whatsapp_kinds
 from flow_automation.engine.catalog import StepKind, all_kinds, get_kind, kind_names
 from flow_automation.engine.conditions import ConditionError, check_condition

@@ -4,7 +4,7 @@ This package is their one loader: importing it registers every handler (each mod
 registers its own with `base.handles`), and `handler_for` finds them.
 """
 
-from flow_automation.steps import documents, flows, http, notify, whatsapp
+from flow_automation.steps import data, documents, fanout, flows, http, notify, pdf, whatsapp
 from flow_automation.steps.base import HANDLERS, Handler, StepCall, StepHost
 
 
