@@ -25,9 +25,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import mimetypes
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import frappe
 from frappe.utils import add_to_date, get_datetime, now_datetime
@@ -39,6 +41,7 @@ from flow_automation.channels.whatsapp import (
 	UndeliverableError,
 	WhatsAppError,
 	WindowClosedError,
+	check_media_size,
 	normalize_number,
 	same_number,
 	to_frappe_status,
@@ -186,20 +189,42 @@ def _template_problem(account: str, name: str, language: str) -> str | None:
 	return None
 
 
-def _upload_file(client: Any, file_ref: str) -> tuple[str, str]:
-	"""Upload a File of this site to Meta; returns (media id, file name)."""
-	filters = {"file_url": file_ref} if file_ref.startswith("/") else {"name": file_ref}
-	name = frappe.db.get_value("File", filters, "name")
-	if not name:
+def site_file(file_ref: str, media_type: str, *, dry_run: bool = False) -> Any | None:
+	"""The File a `file` names (its name, file_url or full URL) that the run's user may read and
+	Meta would take for `media_type`; a StepError otherwise. None in a dry run when it does not
+	exist (an earlier step of the dry run would have made it)."""
+	path = urlsplit(file_ref).path if "://" in file_ref else file_ref
+	filters = {"file_url": path} if path.startswith("/") else {"name": path}
+	# several File rows may share one file_url (same content): any readable one will do
+	names = frappe.get_all("File", filters={**filters, "is_folder": 0}, pluck="name")
+	if not names:
+		if dry_run:
+			return None
 		raise StepError(f"file: no File {file_ref!r} in this site", retryable=False)
-	file = frappe.get_doc("File", name)
+	readable = (file for file in map(partial(frappe.get_doc, "File"), names) if file.has_permission("read"))
+	file = next(readable, None)
+	if file is None:
+		raise StepError(f"file: {frappe.session.user} may not read File {file_ref!r}", retryable=False)
+	for problem in check_media_size(media_type, int(file.file_size or 0)):
+		raise StepError(f"file: {file.file_name}: {problem.message}", retryable=False)
+	return file
+
+
+def _mime_type(file: Any) -> str:
+	return mimetypes.guess_type(file.file_name or "")[0] or "application/octet-stream"
+
+
+def _upload_file(client: Any, file: Any) -> str:
+	"""Upload a File of this site to Meta (multipart: its bytes, mime type and name); its media id."""
 	content = file.get_content()
 	if isinstance(content, str):
 		content = content.encode()
-	import mimetypes
-
-	mime = mimetypes.guess_type(file.file_name or "")[0] or "application/octet-stream"
-	return client.upload_media(content, mime, file.file_name or "file"), file.file_name
+	try:
+		return client.upload_media(content, _mime_type(file), file.file_name or "file")
+	except WhatsAppError as e:
+		# an upload made twice only leaves an unused media object at Meta: safe to retry
+		retryable = e.retryable or isinstance(e, TransportError)
+		raise StepError(f"file: upload to WhatsApp failed: {e}", retryable=retryable)
 
 
 OPTED_OUT = "opted_out"
@@ -280,19 +305,32 @@ def _send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Ou
 		if problem:
 			raise StepError(problem, retryable=False)
 
+	file = None
+	media_type = media_type_of(payload)
+	if payload.get("file") and media_type:
+		file = site_file(str(payload["file"]), media_type, dry_run=delivery.dry_run)
+		if file is not None and media_type == "document" and not payload.get("filename"):
+			payload = {**payload, "filename": file.file_name}  # what the contact sees the document as
+
 	if delivery.dry_run:
-		body = _build(payload, to, language, None, delivery)
+		# the media id stands for the upload a real send makes first
+		uploads = bool(payload.get("file") and media_type)
+		body = _build(payload, to, language, "dry-run-media-id" if uploads else None, delivery)
 		if delivery.record:
-			delivery.record("whatsapp", to=to, account=account["name"], message=body, fallback=fallback)
+			upload = None
+			if uploads:
+				upload = (
+					{"file": file.name, "file_name": file.file_name, "mime_type": _mime_type(file)}
+					if file
+					else {"file": payload["file"], "unresolved": True}
+				)
+			delivery.record(
+				"whatsapp", to=to, account=account["name"], message=body, fallback=fallback, upload=upload
+			)
 		return {"to": to, "account": account["name"], "mode": mode, "dry_run": True, "fallback": fallback}
 
 	with accounts.client_for(account) as client:
-		media_id = None
-		if payload.get("file") and media_type_of(payload):
-			try:
-				media_id, _ = _upload_file(client, str(payload["file"]))
-			except WhatsAppError as e:
-				raise StepError(f"file: upload to WhatsApp failed: {e}", retryable=e.retryable)
+		media_id = _upload_file(client, file) if file is not None else None
 		body = _build(payload, to, language, media_id, delivery)
 		row = _queued_row(body, payload, to, account["name"], mode, language, dedup_key, delivery)
 		pacing.wait_for_turn(

@@ -56,6 +56,18 @@ class RecordedRequest:
 		return self.headers.get("authorization")
 
 
+@dataclass(frozen=True)
+class Upload:
+	"""A media upload the fake accepted: what Meta would store under ``media_id``."""
+
+	media_id: str
+	phone_number_id: str
+	file_name: str
+	data: bytes = field(repr=False)
+	mime_type: str  # the multipart part's Content-Type
+	type: str  # the form's ``type`` field (Meta requires it: the media's MIME type)
+
+
 @dataclass
 class _Action:
 	"""What to do with one upcoming request instead of (or before) answering normally."""
@@ -128,6 +140,7 @@ class FakeGraphAPI:
 		self._requests: list[RecordedRequest] = []
 		self._actions: deque[_Action] = deque()
 		self._media: dict[str, tuple[bytes, str]] = {}
+		self._uploads: list[Upload] = []
 		self._templates: dict[str, list[dict[str, Any]]] = {}
 		self._counter = itertools.count(1)
 		self._server: ThreadingHTTPServer | None = None
@@ -254,6 +267,7 @@ class FakeGraphAPI:
 		with self._lock:
 			self._requests.clear()
 			self._actions.clear()
+			self._uploads.clear()
 
 	# --- inspection ---------------------------------------------------------------------
 	@property
@@ -261,6 +275,12 @@ class FakeGraphAPI:
 		"""A copy of every request received so far, oldest first."""
 		with self._lock:
 			return list(self._requests)
+
+	@property
+	def uploads(self) -> list[Upload]:
+		"""Every media upload accepted so far (``POST /{phone_number_id}/media``), oldest first."""
+		with self._lock:
+			return list(self._uploads)
 
 	@property
 	def sent_messages(self) -> list[dict[str, Any]]:
@@ -307,7 +327,7 @@ class FakeGraphAPI:
 		if request.method == "POST" and len(parts) == 2 and parts[1] == "messages":
 			return self._answer_message(request)
 		if request.method == "POST" and len(parts) == 2 and parts[1] == "media":
-			return self._answer_upload(request)
+			return self._answer_upload(request, parts[0])
 		if request.method == "GET" and len(parts) == 2 and parts[1] == "message_templates":
 			return self._answer_templates(request, parts[0], base_url)
 		if len(parts) == 1 and request.method in ("GET", "DELETE"):
@@ -377,13 +397,27 @@ class FakeGraphAPI:
 			"application/json",
 		)
 
-	def _answer_upload(self, request: RecordedRequest) -> tuple[int, dict[str, Any], str]:
+	def _answer_upload(
+		self, request: RecordedRequest, phone_number_id: str
+	) -> tuple[int, dict[str, Any], str]:
 		form = request.form or {}
 		upload = form.get("file")
-		if form.get("messaging_product") != "whatsapp" or not isinstance(upload, tuple):
+		if form.get("messaging_product") != "whatsapp":
+			return (
+				400,
+				meta_error_body(100, "(#100) The parameter messaging_product is required."),
+				"application/json",
+			)
+		if not isinstance(upload, tuple):
 			return 400, meta_error_body(100, "(#100) The parameter file is required."), "application/json"
-		_, data, content_type = upload
-		media_id = self.add_media(data, str(form.get("type") or content_type))
+		if not form.get("type"):
+			return 400, meta_error_body(100, "(#100) The parameter type is required."), "application/json"
+		file_name, data, content_type = upload
+		media_id = self.add_media(data, str(form["type"]))
+		with self._lock:
+			self._uploads.append(
+				Upload(media_id, phone_number_id, file_name, data, content_type, str(form["type"]))
+			)
 		return 200, {"id": media_id}, "application/json"
 
 	def _answer_templates(
