@@ -15,6 +15,7 @@ from typing import Any
 import frappe
 from frappe import _
 from frappe.model import no_value_fields, table_fields
+from frappe.query_builder.functions import Count
 from frappe.utils import add_days, cint, now_datetime
 
 from flow_automation import runtime
@@ -54,7 +55,19 @@ EDITABLE_FIELDS = (
 	"one_active_run_per_document",
 	"max_concurrent_runs",
 	"max_consecutive_failures",
+	"quiet_hours_enabled",
+	"quiet_hours_start",
+	"quiet_hours_end",
+	"quiet_hours_timezone",
+	"quiet_hours_monday",
+	"quiet_hours_tuesday",
+	"quiet_hours_wednesday",
+	"quiet_hours_thursday",
+	"quiet_hours_friday",
+	"quiet_hours_saturday",
+	"quiet_hours_sunday",
 )
+TIME_FIELDS = ("time_of_day", "quiet_hours_start", "quiet_hours_end")
 TEMPLATE_FIELDS = ("name", "template_name", "is_system", *EDITABLE_FIELDS, "version", "modified")
 JSON_FIELDS = ("schedule_filters", "trigger_condition")
 LIST_FIELDS = ("whatsapp_keywords",)  # stored one per line, edited as a list
@@ -148,7 +161,8 @@ def template_values(doc: Any) -> dict[str, Any]:
 	for field in JSON_FIELDS:
 		values[field] = _parsed(values[field])
 	values["whatsapp_keywords"] = doc.keywords()
-	values["time_of_day"] = str(doc.time_of_day) if doc.time_of_day else None
+	for field in TIME_FIELDS:  # midnight is timedelta(0): falsy, still a time
+		values[field] = None if doc.get(field) in (None, "") else str(doc.get(field))
 	# exactly as stored: save_builder hands it back for Frappe's timestamp check
 	values["modified"] = str(doc.modified)
 	return values
@@ -401,7 +415,7 @@ def _data_fields(meta: Any) -> list[Any]:
 def step_stats(template: str, days: int = 30) -> dict[str, Any]:
 	"""Per step, over the runs of `template` started in the last `days` (1..90): how many runs
 	reached it, completed it, failed at it, and stopped there (not completed, their last log
-	row is at this step)."""
+	row is at this step); for a split step, also how many runs took each of its branches."""
 	_require_template(template)
 	days = cint(days)
 	if not 1 <= days <= MAX_STATS_DAYS:
@@ -410,9 +424,9 @@ def step_stats(template: str, days: int = 30) -> dict[str, Any]:
 		)
 	since = add_days(now_datetime(), -days)
 	runs = frappe.db.count("Flow Run", {"template": template, "creation": (">=", since)})
+	definition_steps = frappe.get_doc("Flow Template", template).build_definition()["steps"]
 	steps = {
-		step["id"]: {"reached": 0, "completed": 0, "failed": 0, "stopped": 0}
-		for step in frappe.get_doc("Flow Template", template).build_definition()["steps"]
+		step["id"]: {"reached": 0, "completed": 0, "failed": 0, "stopped": 0} for step in definition_steps
 	}
 	# Raw SQL for the window functions (the last row per run and step, and per run); every
 	# value is a parameter. Both tables are read through their (template, creation) index.
@@ -445,7 +459,50 @@ def step_stats(template: str, days: int = 30) -> dict[str, Any]:
 			"failed": cint(row.failed),
 			"stopped": cint(row.stopped),
 		}
+	splits = {step["id"]: step for step in definition_steps if step.get("kind") == "split"}
+	for step_id, branches in split_branch_counts(template, since, splits).items():
+		steps.setdefault(step_id, {"reached": 0, "completed": 0, "failed": 0, "stopped": 0})["branches"] = (
+			branches
+		)
 	return {"since": str(since), "days": days, "runs": cint(runs), "steps": steps}
+
+
+def split_branch_counts(template: str, since: Any, splits: dict[str, dict]) -> dict[str, dict[str, int]]:
+	"""{split step: {branch: runs that took it}}: every branch of the step as it is now (0 when
+	none took it), then any branch an earlier version had. One grouped query over the step log
+	(its (template, creation) index), the same runs as the other figures."""
+	if not splits:
+		return {}
+	counts: dict[str, dict[str, int]] = {
+		step_id: {
+			entry["name"]: 0
+			for entry in (step.get("payload") or {}).get("branches") or []
+			if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+		}
+		for step_id, step in splits.items()
+	}
+	log = frappe.qb.DocType("Flow Step Log")
+	run = frappe.qb.DocType("Flow Run")
+	rows = (
+		frappe.qb.from_(log)
+		.join(run)
+		.on(run.name == log.run)
+		.select(log.step_id, log.branch, Count(log.run).distinct().as_("runs"))
+		.where(
+			(log.template == template)
+			& (log.creation >= since)
+			& (run.template == template)
+			& (run.creation >= since)
+			& log.step_id.isin(list(splits))
+			& (log.status == "Success")
+			& log.branch.isnotnull()
+		)
+		.groupby(log.step_id, log.branch)
+		.run(as_dict=True)
+	)
+	for row in rows:
+		counts[row.step_id][row.branch] = cint(row.runs)
+	return counts
 
 
 # --- new flows: import, starters --------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from flow_automation.engine import DELAY_UNITS, extract_definition
+from flow_automation.engine import DELAY_UNITS, QUIET_HOURS_DAYS, extract_definition
 
 
 class InvalidFlowDefinition(frappe.ValidationError):
@@ -54,6 +54,16 @@ def row_to_step(row: Any) -> dict[str, Any]:
 		"retry": {"max_attempts": row.max_attempts or 1, "backoff_seconds": _number(row.backoff_seconds)},
 		"on_error": row.on_error or "fail",
 	}
+	if row.get("quiet_hours") and row.quiet_hours.strip():
+		# empty: the flow's quiet hours; false / null: none; an object: the step's own
+		try:
+			step["quiet_hours"] = json.loads(row.quiet_hours)
+		except ValueError as e:
+			frappe.throw(
+				_("Row #{0} ({1}) · Quiet Hours is not valid JSON: {2}").format(row.idx, row.step_id, e),
+				title=_("Invalid quiet hours"),
+				exc=InvalidFlowDefinition,
+			)
 	if row.trigger_type:
 		trigger: dict[str, Any] = {"type": row.trigger_type}
 		for unit in DELAY_UNITS:
@@ -93,7 +103,62 @@ def step_to_row(step: dict[str, Any]) -> dict[str, Any]:
 		"max_attempts": retry.get("max_attempts") or 1,
 		"backoff_seconds": retry.get("backoff_seconds", 60),
 		"on_error": step.get("on_error") or "fail",
+		"quiet_hours": json.dumps(step["quiet_hours"]) if "quiet_hours" in step else "",
 	}
+
+
+# The Flow Template's Quiet Hours section: a day's Check field per engine day name.
+QUIET_HOURS_DAY_FIELDS = dict(
+	zip(
+		QUIET_HOURS_DAYS,
+		(
+			f"quiet_hours_{day}"
+			for day in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+		),
+		strict=True,
+	)
+)
+_QUIET_HOURS_ZONES = {"site": "Site", "contact": "Contact"}  # engine name: the field's option
+
+
+def quiet_hours_from_fields(doc: Any) -> dict[str, Any] | None:
+	"""A Flow Template's Quiet Hours fields as the definition's window; None when they are off."""
+	if not doc.get("quiet_hours_enabled"):
+		return None
+	zone = (doc.get("quiet_hours_timezone") or "Site").strip()
+	by_option = {option.lower(): name for name, option in _QUIET_HOURS_ZONES.items()}
+	return {
+		"start": _clock(doc.get("quiet_hours_start")),
+		"end": _clock(doc.get("quiet_hours_end")),
+		"days": [day for day, field in QUIET_HOURS_DAY_FIELDS.items() if doc.get(field)],
+		"timezone": by_option.get(zone.lower(), zone),
+	}
+
+
+def quiet_hours_to_fields(window: Any) -> dict[str, Any]:
+	"""The definition's window as Flow Template field values (the inverse of the above)."""
+	if not isinstance(window, dict):
+		return {"quiet_hours_enabled": 0}
+	days = window.get("days")
+	days = QUIET_HOURS_DAYS if days is None else days
+	zone = window.get("timezone") or "site"
+	return {
+		"quiet_hours_enabled": 1,
+		"quiet_hours_start": window.get("start"),
+		"quiet_hours_end": window.get("end"),
+		"quiet_hours_timezone": _QUIET_HOURS_ZONES.get(zone, zone),
+		**{field: int(day in days) for day, field in QUIET_HOURS_DAY_FIELDS.items()},
+	}
+
+
+def _clock(value: Any) -> str | None:
+	"""A Time field's value (a timedelta from the database, text from a form) as HH:MM."""
+	if value in (None, ""):
+		return None
+	try:
+		return frappe.utils.get_time(value).strftime("%H:%M")
+	except Exception:
+		return str(value)  # the engine's check names what is wrong with it
 
 
 _TRIGGER_EXPORT_FIELDS = {
@@ -173,6 +238,7 @@ def template_values_from_export(data: dict[str, Any]) -> dict[str, Any]:
 		"max_consecutive_failures": options.get("max_consecutive_failures") or 0,
 		"run_as": options.get("run_as"),
 		"steps": [step_to_row(step) for step in definition.get("steps") or []],
+		**quiet_hours_to_fields(definition.get("quiet_hours")),
 	}
 	for key, fieldname in _TRIGGER_EXPORT_FIELDS.get(trigger_type, {}).items():
 		if key in trigger:
@@ -195,13 +261,22 @@ def fixtures_path() -> str:
 def seed_templates(path: str | None = None) -> list[tuple[str, str]]:
 	"""Load every flow in `fixtures/` as a system template; idempotent. Returns (name, action) pairs.
 
-	An unchanged template is left alone (no new version); a changed one is updated. A
-	template whose trigger doctype is not installed is loaded disabled.
+	An unchanged template is left alone (no new version); a changed one is updated. A file
+	that says `"requires_apps": ["erpnext"]` is skipped, with the reason logged, on a site
+	without those apps; any other template whose trigger doctype is not installed is loaded
+	disabled.
 	"""
 	results = []
+	installed = set(frappe.get_installed_apps())
 	for file in sorted(glob.glob(os.path.join(path or fixtures_path(), "*.json"))):
 		with open(file, encoding="utf-8") as fh:
 			data = json.load(fh)
+		missing_apps = [app for app in data.get("requires_apps") or [] if app not in installed]
+		if missing_apps:
+			reason = f"skipped: needs {', '.join(missing_apps)}, not installed on this site"
+			frappe.logger("flow_automation").info(f"seed-templates: {data.get('template_name')}: {reason}")
+			results.append((data.get("template_name") or os.path.basename(file), reason))
+			continue
 		values = template_values_from_export(data)
 		values["is_system"] = 1 if data.get("is_system", True) else 0
 		doctype = values.get("reference_doctype")

@@ -16,7 +16,7 @@ import datetime as dt
 import fnmatch
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import frappe
@@ -25,9 +25,17 @@ from frappe.utils import add_days, add_to_date, get_datetime, getdate, now_datet
 
 from flow_automation.engine import ConditionError, evaluate_condition
 from flow_automation.roles import FLOW_USER_ROLES, has_any_role
-from flow_automation.runtime import ActiveRunExists, create_run, depth_of_caller, enqueue_start, kick
+from flow_automation.runtime import (
+	ActiveRunExists,
+	BatchItem,
+	depth_of_caller,
+	enqueue_start,
+	kick,
+	start_batch,
+	startable,
+)
 from flow_automation.settings import is_paused, max_recursion_depth
-from flow_automation.transaction import commit, quiet_messages, separately
+from flow_automation.transaction import commit, separately
 
 INDEX_KEY = "flow_automation:trigger_index"
 NAMED_EVENTS = "__named_events__"
@@ -35,7 +43,6 @@ SCHEDULES = "__schedules__"
 MANUAL = "__manual__"
 OUTBOX_GRACE_SECONDS = 30
 OUTBOX_BATCH = 500
-FOR_EACH_BATCH = 200
 
 EVENT_FOR_METHOD = {
 	"after_insert": "New",
@@ -178,6 +185,25 @@ def queue_run(
 	Returns the run name, or None when a guard rail said no (duplicate event, one active
 	run per document, recursion depth).
 	"""
+	depth = _trigger_depth(template)
+	if depth is None:
+		return None
+	item = BatchItem(reference_doctype, reference_name, variables, dedup_key)
+	started = start_batch(
+		template,
+		[item],
+		trigger=trigger or {},
+		contact=contact,
+		depth=depth,
+		refused=_not_started(template),
+		start=kick,
+	)
+	return started.runs[0]
+
+
+def _trigger_depth(template: str) -> int | None:
+	"""How deep a run this trigger starts is (a flow step may have caused it); None (logged)
+	when that is over the recursion limit."""
 	caller = depth_of_caller()
 	depth = 0 if caller is None else caller + 1
 	max_depth = max_recursion_depth()
@@ -187,28 +213,20 @@ def queue_run(
 			message=f"A flow step triggered {template} at depth {depth}; the limit is {max_depth}.",
 		)
 		return None
-	try:
-		with quiet_messages():
-			name = create_run(
-				template,
-				reference_doctype=reference_doctype,
-				reference_name=reference_name,
-				variables=variables,
-				trigger=trigger,
-				contact=contact,
-				depth=depth,
-				dedup_key=dedup_key,
-			)
-	except (frappe.DuplicateEntryError, frappe.UniqueValidationError):
-		return None  # the same event, delivered again
-	except ActiveRunExists:
-		return None  # one active run per document: this one is still going
-	except (frappe.ValidationError, frappe.DoesNotExistError) as e:
-		# e.g. the template was disabled or deleted a moment ago: never break the caller's save
-		frappe.log_error(title=f"Flow {template} not started", message=str(e))
-		return None
-	kick(name)
-	return name
+	return depth
+
+
+def _not_started(template: str) -> Callable[[int, BatchItem, Exception], None]:
+	"""What a trigger does with a run it may not write: nothing for a duplicate event or one
+	active run per document; a log entry otherwise (never an error in the caller's save)."""
+
+	def refused(position: int, item: BatchItem, error: Exception) -> None:
+		if isinstance(error, frappe.DuplicateEntryError | frappe.UniqueValidationError | ActiveRunExists):
+			return  # the same event delivered again, or this document's run is still going
+		# e.g. the template was disabled or deleted a moment ago
+		frappe.log_error(title=f"Flow {template} not started", message=str(error))
+
+	return refused
 
 
 def drain_outbox(now: dt.datetime | None = None, grace_seconds: int = OUTBOX_GRACE_SECONDS) -> int:
@@ -221,7 +239,11 @@ def drain_outbox(now: dt.datetime | None = None, grace_seconds: int = OUTBOX_GRA
 	queued = (
 		frappe.qb.from_(table)
 		.select(table.name)
-		.where((table.status == "Queued") & (table.creation <= add_to_date(now, seconds=-grace_seconds)))
+		.where(
+			(table.status == "Queued")
+			& (table.creation <= add_to_date(now, seconds=-grace_seconds))
+			& startable(table)  # not the for_each children their parent holds back
+		)
 		.orderby(table.creation)
 		.limit(OUTBOX_BATCH)
 		.run(pluck=True)
@@ -336,7 +358,8 @@ def _schedule_specs() -> list[dict[str, Any]]:
 			continue
 		row.trigger_condition = _condition(row.trigger_condition)
 		row.schedule_filters = json.loads(row.schedule_filters) if row.schedule_filters else {}
-		row.time_of_day = str(row.time_of_day or "09:00:00")
+		# midnight is a time too (a falsy timedelta(0)); only an empty field means 09:00
+		row.time_of_day = "09:00:00" if row.time_of_day in (None, "") else str(row.time_of_day)
 		row.creation = str(row.creation)
 		specs.append(dict(row))
 	return specs
@@ -428,27 +451,36 @@ def _fire_days(spec: Mapping[str, Any], slot: dt.datetime) -> list[str]:
 def _start_for_documents(
 	spec: Mapping[str, Any], names: list[str], trigger: Mapping[str, Any], slot: dt.datetime
 ) -> list[str]:
-	runs = []
+	"""One run per matching document, through the same batch start as a for_each step's
+	children; committed a chunk at a time, so a huge schedule never holds locks for long."""
+	depth = _trigger_depth(spec["name"])
+	if depth is None:
+		return []
 	doctype = spec["reference_doctype"]
-	for start in range(0, len(names), FOR_EACH_BATCH):
-		for name in names[start : start + FOR_EACH_BATCH]:
-			if spec.get("trigger_condition"):
-				snapshot = json.loads(
-					frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True))
-				)
-				if not _condition_holds(spec, {"doc": snapshot, "trigger": trigger}):
-					continue
-			run = queue_run(
-				spec["name"],
-				reference_doctype=doctype,
-				reference_name=name,
-				trigger=dict(trigger),
-				dedup_key=_dedup(spec["name"], doctype, name, slot),
-			)
-			if run:
-				runs.append(run)
-		commit()  # one batch per transaction: a huge schedule never holds locks for long
-	return runs
+	items = (
+		BatchItem(doctype, name, dedup_key=_dedup(spec["name"], doctype, name, slot))
+		for name in names
+		if _document_condition_holds(spec, doctype, name, trigger)
+	)
+	started = start_batch(
+		spec["name"],
+		items,
+		trigger=trigger,
+		depth=depth,
+		refused=_not_started(spec["name"]),
+		after_chunk=commit,
+		start=kick,
+	)
+	return [run for run in started.runs if run]
+
+
+def _document_condition_holds(
+	spec: Mapping[str, Any], doctype: str, name: str, trigger: Mapping[str, Any]
+) -> bool:
+	if not spec.get("trigger_condition"):
+		return True
+	snapshot = json.loads(frappe.as_json(frappe.get_doc(doctype, name).as_dict(convert_dates_to_str=True)))
+	return _condition_holds(spec, {"doc": snapshot, "trigger": trigger})
 
 
 # --- manual ---------------------------------------------------------------------------------------

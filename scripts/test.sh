@@ -120,7 +120,7 @@ else
 		fi
 		# migrate only when the schema or patches changed since the last run on this site
 		schema="$(cat flow_automation/*/doctype/*/*.json flow_automation/patches.txt flow_automation/hooks.py \
-			$(ls flow_automation/*/workspace/*/*.json flow_automation/*/number_card/*/*.json flow_automation/*/dashboard_chart/*/*.json flow_automation/*/page/*/*.json 2>/dev/null) | sha1sum | cut -c1-16)"
+			$(ls flow_automation/*/workspace/*/*.json flow_automation/*/number_card/*/*.json flow_automation/*/dashboard_chart/*/*.json flow_automation/*/page/*/*.json flow_automation/*/report/*/*.json 2>/dev/null) | sha1sum | cut -c1-16)"
 		marker="$bench/sites/$site/.flow_automation_schema"
 		if [ "$(cat "$marker" 2>/dev/null)" != "$schema" ]; then
 			frappe_cli --site "$site" migrate --skip-search-index > /tmp/flow_automation_migrate.log 2>&1 \
@@ -155,6 +155,11 @@ PY
 		if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 			(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \
 				|| yellow "could not install chromium: the Desk browser tests will be skipped"
+		fi
+		# Frappe v15 renders PDFs with wkhtmltopdf (generate_pdf steps, PDF attachments)
+		if ! command -v wkhtmltopdf >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+			(apt-get install -y -q wkhtmltopdf || (apt-get update -q && apt-get install -y -q wkhtmltopdf)) >/dev/null 2>&1 \
+				|| yellow "could not install wkhtmltopdf: the PDF tests will fail"
 		fi
 		# CI=1: bench run-tests exits 0 on failing tests without it
 		CI=1 frappe_cli --site "$site" run-tests --app flow_automation

@@ -59,6 +59,8 @@ class StepKind:
 	# Checks of the *rendered* payload, made before the host executes the step (a real run
 	# and a dry run alike): values that only turn out empty or malformed once rendered.
 	preflight: Callable[[Mapping[str, Any]], Problems] = lambda payload: []
+	# A message to a person: held outside the flow's (or the step's) quiet hours.
+	quiet_hours: bool = False
 
 	@property
 	def is_pure(self) -> bool:
@@ -103,6 +105,7 @@ class StepKind:
 			},
 			"waits": self.waits(self.example),
 			"executed_by": "engine" if self.is_pure else "host",
+			"quiet_hours": self.quiet_hours,
 		}
 
 
@@ -169,6 +172,63 @@ def _check_literal_url(url: Any, pointer: str) -> Problems:
 	if isinstance(url, str) and not is_template(url) and not re.match(r"^https?://[^\s/]+", url):
 		return [(pointer, f"{url!r} is not an http(s) URL")]
 	return []
+
+
+# --- notify: channels and SMS numbers ------------------------------------------------------
+
+NOTIFY_CHANNELS = ("email", "system", "sms")
+# Keys each notify channel reads besides `to` and `channel`.
+_NOTIFY_KEYS = {
+	"email": ("subject", "body", "cc", "attachments"),
+	"system": ("subject", "body", "cc"),
+	"sms": ("body",),
+}
+# What SMS gateways take: an optional +, then 3 to 15 digits (short codes included); Frappe's
+# send_sms strips spaces, dashes and brackets the same way before calling the gateway.
+_SMS_NUMBER = re.compile(r"^\+?[0-9]{3,15}$")
+_SMS_SEPARATORS = re.compile(r"[\s\-().]")
+
+
+def sms_number(raw: Any) -> str | None:
+	"""A recipient as an SMS gateway takes it ('+49 (30) 123-45' -> '+493012345'), or None when
+	it is not a phone number."""
+	if not isinstance(raw, str | int) or isinstance(raw, bool):
+		return None
+	number = _SMS_SEPARATORS.sub("", str(raw))
+	return number if _SMS_NUMBER.match(number) else None
+
+
+def notify_channel(payload: Mapping[str, Any]) -> str:
+	return payload.get("channel") or "email"
+
+
+def _check_notify(payload: Mapping[str, Any]) -> Problems:
+	channel = notify_channel(payload)
+	if channel not in NOTIFY_CHANNELS:
+		return []  # the schema's enum names the channels
+	problems: Problems = []
+	for key in payload:
+		if key not in ("to", "channel", *_NOTIFY_KEYS[channel]):
+			problems.append((f"/{key}", f"'{key}' does not apply to channel '{channel}'"))
+	if channel == "sms":  # (the schema requires its body; a subject for the other channels)
+		for i, to in enumerate(payload.get("to") or ()):
+			if isinstance(to, str) and to and not is_template(to) and not sms_number(to):
+				problems.append((f"/to/{i}", f"{to!r} is not a phone number"))
+	return problems
+
+
+def _preflight_notify(payload: Mapping[str, Any]) -> Problems:
+	"""A rendered SMS that could never go: a recipient that is not a number, an empty text."""
+	if notify_channel(payload) != "sms":
+		return []
+	problems: Problems = []
+	for i, to in enumerate(payload.get("to") or ()):
+		if isinstance(to, str) and to.strip() and not sms_number(to):
+			problems.append((f"/to/{i}", f"{to!r} is not a phone number"))
+	body = payload.get("body")
+	if not isinstance(body, str) or not body.strip():
+		problems.append(("/body", "rendered to an empty value"))
+	return problems
 
 
 # --- pure evaluators ---------------------------------------------------------------------
@@ -315,26 +375,41 @@ register(
 		name="notify",
 		label="Notify",
 		group="Messaging",
-		description="Send an email (queued through Email Queue) or a Desk system notification.",
+		description=(
+			"Send an email (queued through Email Queue, with attachments), a Desk system "
+			"notification, or an SMS through Frappe's SMS Settings."
+		),
 		payload_schema={
 			"type": "object",
-			"required": ["to", "subject"],
+			"required": ["to"],
 			"properties": {
-				"channel": {"enum": ["email", "system"], "description": "email (default) or system"},
-				"to": _TEXT_LIST,
+				"channel": {"enum": list(NOTIFY_CHANNELS), "description": "email (default), system or sms"},
+				"to": {**_TEXT_LIST, "description": "users or email addresses; phone numbers for sms"},
 				"cc": {"type": "array", "items": _REQUIRED_TEXT},
-				"subject": _REQUIRED_TEXT,
-				"body": _TEXT,
+				"subject": {**_REQUIRED_TEXT, "description": "required for email and system"},
+				"body": {**_TEXT, "description": "the message; the SMS text for sms"},
+				"attachments": {
+					"type": "array",
+					"items": _REQUIRED_TEXT,
+					"description": "email only: Files (name or file_url), e.g. {{ steps.pdf.output.file_url }}",
+				},
 			},
 			"additionalProperties": False,
+			# an SMS is its body; an email or a system notification needs a subject
+			"if": {"properties": {"channel": {"const": "sms"}}, "required": ["channel"]},
+			"then": {"required": ["body"]},
+			"else": {"required": ["subject"]},
 		},
-		output="{channel, recipients}",
+		output="{channel, recipients, attachments, sent}",
 		example={
 			"channel": "email",
 			"to": ["{{ doc.owner }}"],
 			"subject": "About {{ doc.name }}",
 			"body": "Hi",
 		},
+		check=_check_notify,
+		preflight=_preflight_notify,
+		quiet_hours=True,
 	)
 )
 

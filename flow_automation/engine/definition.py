@@ -57,6 +57,9 @@ class Step:
 	payload: Mapping[str, Any] = field(default_factory=dict)
 	retry: RetryPolicy = field(default_factory=RetryPolicy)
 	on_error: str = "fail"
+	# Message steps only: True = the flow's quiet hours (the default), False/None = none, or
+	# a window of its own (engine/quiet_hours.py).
+	quiet_hours: Any = True
 
 	@property
 	def predecessors(self) -> tuple[str, ...]:
@@ -79,6 +82,8 @@ class Definition:
 	steps: tuple[Step, ...]
 	variables: Mapping[str, Any] = field(default_factory=dict)
 	version: int = DEFINITION_VERSION
+	# The hours message steps may run in (a quiet-hours window), unless a step says otherwise.
+	quiet_hours: Mapping[str, Any] | None = None
 
 	def __post_init__(self) -> None:
 		object.__setattr__(self, "_by_id", {s.id: s for s in self.steps})
@@ -110,15 +115,23 @@ class Definition:
 				payload=dict(s.get("payload") or {}),
 				retry=RetryPolicy.from_dict(s.get("retry")),
 				on_error=s.get("on_error") or "fail",
+				quiet_hours=s.get("quiet_hours", True),
 			)
 			for s in raw.get("steps") or ()
 		)
-		return cls(steps=steps, variables=dict(raw.get("variables") or {}), version=raw.get("version", 1))
+		return cls(
+			steps=steps,
+			variables=dict(raw.get("variables") or {}),
+			version=raw.get("version", 1),
+			quiet_hours=raw.get("quiet_hours") or None,
+		)
 
 	def to_dict(self) -> dict[str, Any]:
+		flow: dict[str, Any] = {"quiet_hours": dict(self.quiet_hours)} if self.quiet_hours else {}
 		return {
 			"version": self.version,
 			"variables": dict(self.variables),
+			**flow,
 			"steps": [
 				{
 					"id": s.id,
@@ -135,6 +148,7 @@ class Definition:
 						"max_backoff_seconds": s.retry.max_backoff_seconds,
 					},
 					"on_error": s.on_error,
+					**({} if s.quiet_hours is True else {"quiet_hours": s.quiet_hours}),
 				}
 				for s in self.steps
 			],

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from flow_automation.engine import catalog
+from flow_automation.engine import catalog, quiet_hours
 from flow_automation.engine.definition import ERROR_BRANCH, GATE_TRIGGERS, Definition, Step
 from flow_automation.engine.outcome import DONE, FAILED, WAITING, Outcome, StepError
 from flow_automation.engine.render import (
@@ -79,8 +79,11 @@ class Host(Protocol):
 		"""The trigger document as it is now (for `reload_document: true`)."""
 		...
 
-	def perform(self, step: Step, effect: Mapping[str, Any], context: Mapping[str, Any]) -> None:
-		"""A side effect requested while resuming a waiting step (e.g. re-asking a question)."""
+	def perform(
+		self, step: Step, effect: Mapping[str, Any], context: Mapping[str, Any]
+	) -> Mapping[str, Any] | None:
+		"""A side effect requested while resuming a waiting step (e.g. re-asking a question).
+		What it returns, if a mapping, is added to the step's output (a fan-out's results)."""
 		...
 
 
@@ -189,16 +192,19 @@ def plan(
 				overlay[step.id] = SKIPPED
 				decisions.append(Decision(step.id, SKIP, reason=reason))
 				continue
-			decision = _start(step, context, now)
+			decision = _held(definition, step, _start(step, context, now), context, now)
 			decisions.append(decision)
 			if decision.action in (SCHEDULE, WAIT):
 				overlay[step.id] = SCHEDULED if decision.action == SCHEDULE else WAITING_STATUS
 		elif status == SCHEDULED:
 			due = parse_datetime(entry.get("due_at"))
 			if due is None or due <= now:
-				decisions.append(Decision(step.id, EXECUTE, reason=entry.get("scheduled_for", "due")))
+				decision = Decision(step.id, EXECUTE, reason=entry.get("scheduled_for", "due"))
+				decisions.append(_held(definition, step, decision, context, now))
 		elif status == READY:
-			decisions.append(Decision(step.id, EXECUTE, reason="released"))
+			decisions.append(
+				_held(definition, step, Decision(step.id, EXECUTE, reason="released"), context, now)
+			)
 		elif status == WAITING_STATUS:
 			until = parse_datetime((entry.get("wait") or {}).get("until"))
 			if until is not None and until <= now:
@@ -268,6 +274,24 @@ def _start(step: Step, context: Mapping[str, Any], now: dt.datetime) -> Decision
 	if kind in GATE_TRIGGERS:
 		return Decision(step.id, WAIT, reason=kind)
 	return Decision(step.id, EXECUTE, reason=kind)
+
+
+def _held(
+	definition: Definition, step: Step, decision: Decision, context: Mapping[str, Any], now: dt.datetime
+) -> Decision:
+	"""A message step about to execute outside its quiet hours is scheduled for the window's
+	next opening instead (a timer, like a delay); every other decision stands."""
+	if decision.action != EXECUTE:
+		return decision
+	kind = catalog.get_kind(step.kind)
+	if kind is None or not kind.quiet_hours:
+		return decision
+	window = quiet_hours.window_for(step.quiet_hours, definition.quiet_hours)
+	site = (context.get("site") or {}).get("time_zone")
+	at = quiet_hours.hold_until(window, now, site, context.get("contact"))
+	if at is None:
+		return decision
+	return Decision(step.id, SCHEDULE, at=at, reason=quiet_hours.QUIET_HOURS)
 
 
 def _run_status(
@@ -378,6 +402,8 @@ class _Run:
 		if decision.action == SKIP:
 			entry.update(status=SKIPPED, reason=decision.reason, finished_at=_ts(self.now))
 		elif decision.action == SCHEDULE:
+			if entry.get("due_at"):
+				self.clear_timer(step.id)  # held for quiet hours when it came due: a new time
 			entry.update(status=SCHEDULED, due_at=_ts(decision.at), scheduled_for=decision.reason)
 			self.set_timer(step.id, decision.at, decision.reason)
 		elif decision.action == WAIT:
@@ -407,6 +433,7 @@ class _Run:
 			if kind.reloads_document and step.payload.get("reload_document"):
 				self.base["doc"] = self.host.reload_document()
 			context = self.context()
+			context["step"] = {"id": step.id, "attempt": attempt}
 			if "result" in entry:
 				context["result"] = entry["result"]
 			try:
@@ -546,7 +573,9 @@ class _Run:
 		context = self.context()
 		outcome = resume(wait, event, context) if resume else _default_resume(kind, wait, event)
 		for effect in outcome.effects:
-			self.host.perform(step, effect, context)
+			added = self.host.perform(step, effect, context)
+			if isinstance(added, Mapping) and isinstance(outcome.output, Mapping):
+				outcome = replace(outcome, output={**outcome.output, **added})
 		self.result.attempts.append(
 			Attempt(
 				step.id,

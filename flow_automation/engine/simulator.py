@@ -12,8 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flow_automation.engine.data_kinds import simulated_lookup
 from flow_automation.engine.definition import Definition, Step
+from flow_automation.engine.fanout_kinds import fan_out, simulated_outcome
 from flow_automation.engine.outcome import Outcome
+from flow_automation.engine.output_kinds import pdf_file_name
 from flow_automation.engine.planner import (
 	FINISHED_RUN_STATUSES,
 	GATE,
@@ -132,11 +135,37 @@ class RecordingHost:
 	def _webhook(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
 		return Outcome.done({"status_code": 200, "body": None, "simulated": True})
 
+	def _lookup(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
+		output, branch = simulated_lookup(payload, self.counter)
+		return Outcome.done(output, branch=branch)
+
+	def _generate_pdf(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
+		# where a real run would keep the file, so later steps' attachments render
+		doc = context.get("doc") or {}
+		doctype = payload.get("doctype") or doc.get("doctype") or "Document"
+		name = payload.get("name") or doc.get("name") or f"simulated-{self.counter}"
+		file_name = pdf_file_name(payload, name)
+		return Outcome.done(
+			{
+				"simulated": True,
+				"name": f"simulated-file-{self.counter}",
+				"file_url": f"/private/files/{file_name}",
+				"file_name": file_name,
+				"attached_to_doctype": doctype,
+				"attached_to_name": name,
+				"print_format": payload.get("print_format") or "Standard",
+			}
+		)
+
 	def _start_flow(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
 		run = f"simulated-run-{self.counter}"
 		if payload.get("wait"):
 			return Outcome.waiting(SUB_FLOW, output={"run": run}, run=run, template=payload["template"])
 		return Outcome.done({"run": run, "status": "Started"})
+
+	def _for_each(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
+		# the real list and its checks; every child started (and, with wait, completed)
+		return simulated_outcome(fan_out(payload, context))
 
 	def _send_whatsapp(self, step: Step, payload: Mapping, context: Mapping) -> Outcome:
 		return Outcome.done(
@@ -169,6 +198,7 @@ def simulate(
 	start: dt.datetime | None = None,
 	seed: str = "simulation",
 	extra_context: Mapping[str, Any] | None = None,
+	time_zone: str | None = None,
 ) -> SimulationResult:
 	"""Run the flow to its end with time fast-forwarded from `start`.
 
@@ -176,17 +206,22 @@ def simulate(
 	result, an `ask` step's reply (a list gives successive replies), a sub-flow's outcome
 	(default: the child completes). A waiting step without an answer waits for its timeout,
 	or — with none — leaves the run Waiting at the end. `extra_context` adds names the
-	templates may use besides `doc`, `trigger` and `contact` (a host's `run`, `linked`, ...).
+	templates may use besides `doc`, `trigger` and `contact` (a host's `run`, `linked`, ...);
+	without a `run`, the run is named `seed` (what a split step hashes). `time_zone` is the
+	site's, in which `start` and every time of the trace are read (quiet hours; default UTC).
 	"""
 	start = (start or dt.datetime(2000, 1, 1)).replace(microsecond=0)
 	host = host or RecordingHost(doc)
 	answers = {k: (list(v) if isinstance(v, list) else [v]) for k, v in (answers or {}).items()}
 	context = {
+		"run": {"name": seed},
 		**dict(extra_context or {}),
 		"doc": dict(doc or {}),
 		"trigger": dict(trigger or {}),
 		"contact": dict(contact or {}),
 	}
+	if time_zone:
+		context["site"] = {**dict(context.get("site") or {}), "time_zone": time_zone}
 	state: dict[str, Any] = {}
 	current_vars = {**dict(definition.variables), **dict(variables or {})}
 	now = start
@@ -256,9 +291,12 @@ def _record(
 			)
 		)
 	for step_id, entry in advanced.step_state.items():
-		old = (before.get(step_id) or {}).get("status")
+		old_entry = before.get(step_id) or {}
+		old = old_entry.get("status")
 		new = entry.get("status")
-		if new == old:
+		# a step held for quiet hours when it came due stays scheduled, for a new time
+		rescheduled = new == SCHEDULED and entry.get("due_at") != old_entry.get("due_at")
+		if new == old and not rescheduled:
 			continue
 		step = definition.step(step_id)
 		if new == SKIPPED:

@@ -60,15 +60,21 @@ TERMINAL_STEP_STATUSES = frozenset(
 GATE = "gate"  # a manual / on_webhook step, before it executes
 SUB_FLOW = "sub_flow"  # a start_flow step with wait: true
 REPLY = "reply"  # an ask step, for the contact's answer
+FAN_OUT = "fan_out"  # a for_each step, while its children start (and, with wait: true, finish)
 
 
 class Wait(TypedDict, total=False):
-	type: str  # GATE | SUB_FLOW | REPLY (channel kinds may add their own)
+	type: str  # GATE | SUB_FLOW | REPLY | FAN_OUT (channel kinds may add their own)
 	since: str
 	until: str  # a timeout fires after this time
 	trigger: str  # GATE: manual | on_webhook
 	run: str | None  # SUB_FLOW: the child run
-	template: str  # SUB_FLOW: the child's template
+	template: str  # SUB_FLOW, FAN_OUT: the children's template
+	batch: str  # FAN_OUT: what its children carry (their trigger's `batch`)
+	total: int  # FAN_OUT: how many children there are
+	released: int  # FAN_OUT: children 0 .. released-1 were let start
+	completed: list[int]  # FAN_OUT: the children (by item index) that completed
+	failed: list[int]  # FAN_OUT: ... that failed or were cancelled
 
 
 class StepEntry(TypedDict, total=False):
@@ -82,7 +88,7 @@ class StepEntry(TypedDict, total=False):
 	error: str | None
 	reason: str  # why a step was skipped
 	due_at: str  # SCHEDULED: when it fires
-	scheduled_for: str  # delay | date | retry
+	scheduled_for: str  # delay | date | retry | quiet_hours (held until its window opens)
 	wait: Wait  # WAITING: what for
 	result: Any  # a completed gate's result, merged into the output when it executes
 	continued: bool  # failed with on_error "continue"
@@ -131,7 +137,12 @@ def waiting_for(state: Mapping[str, Any], step_id: str, wait_type: str | None = 
 	return wait
 
 
-def waits_for_child(state: Mapping[str, Any], step_id: str, child_run: str) -> bool:
-	"""Whether the step is waiting now for this sub-flow run to finish."""
-	wait = waiting_for(state, step_id, SUB_FLOW)
-	return bool(wait) and wait.get("run") == child_run
+def waits_for_child(state: Mapping[str, Any], step_id: str, child_run: str, batch: str | None = None) -> bool:
+	"""Whether the step is waiting now for this sub-flow run to finish: a start_flow's child,
+	or a child of the for_each batch it is waiting on (`batch`, from the child's trigger)."""
+	wait = waiting_for(state, step_id)
+	if not wait:
+		return False
+	if wait.get("type") == SUB_FLOW:
+		return wait.get("run") == child_run
+	return wait.get("type") == FAN_OUT and batch is not None and wait.get("batch") == batch

@@ -14,7 +14,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from flow_automation.engine import catalog
+from flow_automation.engine import catalog, quiet_hours
 from flow_automation.engine.definition import (
 	DEFINITION_VERSION,
 	DELAY_UNITS,
@@ -68,6 +68,11 @@ STEP_SCHEMA: dict[str, Any] = {
 		"payload": {"type": "object"},
 		"retry": RETRY_SCHEMA,
 		"on_error": {"enum": list(ON_ERROR)},
+		# checked in full by quiet_hours.check_window (its own messages), published in full
+		"quiet_hours": {
+			"type": ["object", "boolean", "null"],
+			"description": "message steps: true = the flow's quiet hours (default), false/null = none, or a window",
+		},
 	},
 	"additionalProperties": False,
 }
@@ -78,6 +83,10 @@ DEFINITION_SCHEMA: dict[str, Any] = {
 	"properties": {
 		"version": {"const": DEFINITION_VERSION},
 		"variables": {"type": "object"},
+		"quiet_hours": {
+			"type": ["object", "null"],
+			"description": "the hours message steps may run in (a window); null = any hour",
+		},
 		"steps": {"type": "array", "items": {"type": "object"}, "minItems": 1, "maxItems": MAX_STEPS},
 	},
 	"additionalProperties": False,
@@ -194,6 +203,9 @@ def validate_definition(raw: Any) -> list[ValidationIssue]:
 		return issues
 	for pointer, message in _variable_problems(raw.get("variables")):
 		issues.append(ValidationIssue(message, pointer=pointer))
+	if isinstance(raw.get("quiet_hours"), Mapping):
+		for pointer, message in quiet_hours.check_window(raw["quiet_hours"], "/quiet_hours"):
+			issues.append(ValidationIssue(message, pointer=pointer))
 
 	by_id: dict[str, tuple[int, Mapping[str, Any]]] = {}
 	for index, step in enumerate(steps):
@@ -260,6 +272,9 @@ def _step_issues(step: Any, index: int, by_id: Mapping[str, tuple[int, Mapping]]
 	trigger = step.get("trigger") if isinstance(step.get("trigger"), Mapping) else {}
 	for pointer, message in _trigger_problems(trigger, step):
 		add(pointer, message)
+	if "quiet_hours" in step and kind is not None:
+		for pointer, message in _quiet_hours_problems(step["quiet_hours"], kind):
+			add(pointer, message)
 
 	# references to other steps
 	parent_id = step.get("parent_id")
@@ -299,6 +314,20 @@ def _step_issues(step: Any, index: int, by_id: Mapping[str, tuple[int, Mapping]]
 	):
 		add("/on_error", "on_error is 'branch' but no step has this parent with branch 'error'")
 	return issues
+
+
+def _quiet_hours_problems(setting: Any, kind: catalog.StepKind) -> list[tuple[str, str]]:
+	if not kind.quiet_hours:
+		senders = ", ".join(k.name for k in catalog.all_kinds() if k.quiet_hours)
+		return [
+			(
+				"/quiet_hours",
+				f"quiet hours apply only to message steps ({senders}); a {kind.name} step runs at any hour",
+			)
+		]
+	if isinstance(setting, Mapping):
+		return quiet_hours.check_window(setting, "/quiet_hours")
+	return []
 
 
 def offered_branches(step: Mapping[str, Any]) -> tuple[str, ...]:
@@ -444,7 +473,11 @@ def parse_definition(raw: Any) -> Definition:
 def definition_json_schema() -> dict[str, Any]:
 	"""The published JSON schema of a definition, one `if kind then payload` rule per kind."""
 	step_schema = dict(STEP_SCHEMA)
-	step_schema["properties"] = {**STEP_SCHEMA["properties"], "kind": {"enum": list(catalog.kind_names())}}
+	step_schema["properties"] = {
+		**STEP_SCHEMA["properties"],
+		"kind": {"enum": list(catalog.kind_names())},
+		"quiet_hours": {"anyOf": [quiet_hours.WINDOW_SCHEMA, {"type": ["boolean", "null"]}]},
+	}
 	defs: dict[str, Any] = {}
 	rules = []
 	for kind in catalog.all_kinds():
@@ -460,6 +493,7 @@ def definition_json_schema() -> dict[str, Any]:
 	schema = dict(DEFINITION_SCHEMA)
 	schema["properties"] = {
 		**DEFINITION_SCHEMA["properties"],
+		"quiet_hours": {"anyOf": [quiet_hours.WINDOW_SCHEMA, {"type": "null"}]},
 		"steps": {**DEFINITION_SCHEMA["properties"]["steps"], "items": step_schema},
 	}
 	schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

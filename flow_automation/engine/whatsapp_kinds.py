@@ -708,6 +708,7 @@ catalog.register(
 		},
 		check=check_send,
 		preflight=preflight_send,
+		quiet_hours=True,
 	)
 )
 
@@ -737,5 +738,6 @@ catalog.register(
 		preflight=lambda payload: preflight_send(question_payload(payload)),
 		check=check_ask,
 		resume=resume_ask,
+		quiet_hours=True,
 	)
 )

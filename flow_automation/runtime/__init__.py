@@ -4,6 +4,7 @@
                logs, timers (Flow Step Pending rows)
 - `context`    what steps see and run as: the document as data, Run As, the flow depth
 - `start`      creating Queued runs and the job that gets them going
+- `batch`      a run per item (a schedule's for-each, a for_each step), N at a time
 - `host`       the engine's Host: step handlers (`flow_automation.steps`), one savepoint each
 - `advance`    lock → engine → persist, and `conclude`, the one ending of every state change
 - `lifecycle`  the `flow_run_finished` hooks (failures, WhatsApp, other apps)
@@ -17,6 +18,7 @@ Everything else in the app uses the names exported here.
 from typing import Any
 
 from flow_automation.runtime.advance import advance_run, complete_step, start_queued_run
+from flow_automation.runtime.batch import BatchItem, StartedBatch, start_batch, startable
 from flow_automation.runtime.context import depth_of_caller, document_context
 from flow_automation.runtime.dry_run import simulate_template
 from flow_automation.runtime.lifecycle import FinishedRun
@@ -57,8 +59,10 @@ def start_run(template: str, *, advance: str = "async", **details: Any) -> str:
 
 __all__ = [
 	"ActiveRunExists",
+	"BatchItem",
 	"FinishedRun",
 	"RunNotFound",
+	"StartedBatch",
 	"add_timers",
 	"advance_run",
 	"cancel_run",
@@ -76,8 +80,10 @@ __all__ = [
 	"retry_steps",
 	"run_timeline",
 	"simulate_template",
+	"start_batch",
 	"start_queued_run",
 	"start_run",
+	"startable",
 	"step_state",
 	"template_info",
 ]

@@ -22,11 +22,14 @@ from flow_automation.engine import (
 	load_state,
 	waits_for_child,
 )
+from flow_automation.runtime.batch import startable
 from flow_automation.runtime.context import acting_as, build_context, flow_depth, json_field
 from flow_automation.runtime.host import FrappeHost
 from flow_automation.runtime.lifecycle import FinishedRun, notify_finished
-from flow_automation.runtime.start import kick, may_start
+from flow_automation.runtime.start import FOR_EACH, kick, may_start
 from flow_automation.runtime.store import RunNotFound, load_definition, lock_run, persist
+
+KICK_QUEUE = "flow_automation_kick_queue"
 
 
 def start_queued_run(run: str) -> None:
@@ -92,11 +95,21 @@ def conclude(run: Any, result: AdvanceResult, now: dt.datetime, host: FrappeHost
 	persist(run, result, now, host.tracebacks if host else None)
 	for child in host.children if host else ():
 		advance_run(child)
+	if host and host.kicks:
+		kick_children(host.kicks)
 	if result.status not in FINISHED_RUN_STATUSES:
 		return
 	if run.parent_run and run.parent_step:
+		trigger = json_field(run.trigger_data) if run.trigger_type == FOR_EACH else {}
 		resume_parent(
-			run.parent_run, run.parent_step, run.name, result.status, result.variables, result.error
+			run.parent_run,
+			run.parent_step,
+			run.name,
+			result.status,
+			result.variables,
+			result.error,
+			batch=trigger.get("batch"),
+			index=trigger.get("index"),
 		)
 	if frappe.get_cached_value("Flow Template", run.template, "max_concurrent_runs"):
 		start_next_queued(run.template)
@@ -110,11 +123,17 @@ def resume_parent(
 	status: str,
 	variables: Mapping[str, Any],
 	error: str | None,
+	*,
+	batch: str | None = None,
+	index: int | None = None,
 ) -> None:
-	"""A finished sub-flow completes the parent step waiting for it, if one still is.
+	"""A finished sub-flow completes the parent step waiting for it, if one still is; a child
+	of a for_each batch (`batch`, `index`) is counted by the step waiting on its batch, which
+	lets the next child start.
 
 	A parent that failed or was cancelled meanwhile (or that did not wait: `wait: false`)
-	stays as it is; the child still finishes normally.
+	stays as it is; the child still finishes normally. The parent's row lock makes children
+	that end at the same time in different workers take their turns, so none is lost.
 	"""
 	try:
 		parent = lock_run(parent_run)
@@ -122,20 +141,44 @@ def resume_parent(
 		return
 	if parent.status in FINISHED_RUN_STATUSES:
 		return
-	if not waits_for_child(load_state(parent.step_state), parent_step, child):
+	if not waits_for_child(load_state(parent.step_state), parent_step, child, batch):
 		return
 	outcome = {"run": child, "status": status, "variables": dict(variables), "error": error}
+	if batch is not None:
+		outcome.update(batch=batch, index=index)
 	advance_locked(parent, events=[Event(parent_step, "complete", outcome)])
 
 
+def kick_children(names: list[str]) -> None:
+	"""Kick the for_each children an advance let start: a job each, after commit.
+
+	Where a job runs at once instead (tests: jobs run inline), a child that ends at once lets
+	the next one start from inside its own kick. Such kicks are queued here and made by the
+	outermost call, so a long batch is walked in a loop, not a recursion as deep as the batch.
+	"""
+	queue = frappe.local.flags.get(KICK_QUEUE)
+	if queue is not None:
+		queue.extend(names)
+		return
+	queue = frappe.local.flags[KICK_QUEUE] = list(names)
+	try:
+		while queue:
+			kick(queue.pop(0))
+	finally:
+		frappe.local.flags[KICK_QUEUE] = None
+
+
 def start_next_queued(template: str) -> None:
-	"""A slot freed up: kick the oldest run that waits in Queued for this template."""
-	waiting = frappe.get_all(
-		"Flow Run",
-		filters={"template": template, "status": RunStatus.QUEUED},
-		order_by="creation asc",
-		limit=1,
-		pluck="name",
+	"""A slot freed up: kick the oldest run that waits in Queued for this template (one its
+	parent has not released yet excepted)."""
+	table = frappe.qb.DocType("Flow Run")
+	waiting = (
+		frappe.qb.from_(table)
+		.select(table.name)
+		.where((table.template == template) & (table.status == RunStatus.QUEUED) & startable(table))
+		.orderby(table.creation)
+		.limit(1)
+		.run(pluck=True)
 	)
 	if waiting:
 		kick(waiting[0])

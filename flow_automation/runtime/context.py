@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import frappe
+from frappe.utils import get_system_timezone
 
 DEPTH_FLAG = "flow_automation_depth"
 
@@ -92,9 +93,15 @@ def json_field(value: Any) -> dict[str, Any]:
 	return json.loads(value) if value else {}
 
 
+def site_context() -> dict[str, Any]:
+	"""`site`: what the engine reads naive times in (quiet hours), and templates may show."""
+	return {"time_zone": get_system_timezone()}
+
+
 def build_context(run: Any) -> dict[str, Any]:
-	"""`doc`, `linked`, `trigger`, `contact` and `run` for a run's templates (the engine adds
-	the rest)."""
+	"""`doc`, `linked`, `trigger`, `contact`, `run` and `site` for a run's templates (the engine
+	adds the rest). The contact's `time_zone`, when the trigger gave one, sets its quiet hours;
+	else the engine reads it from the contact's number."""
 	trigger = json_field(run.trigger_data)
 	contact = dict(trigger.get("contact") or {})
 	if run.contact:
@@ -108,6 +115,7 @@ def build_context(run: Any) -> dict[str, Any]:
 		"trigger": trigger,
 		"contact": contact,
 		"run": {"name": run.name, "template": run.template, "version": run.version},
+		"site": site_context(),
 	}
 
 

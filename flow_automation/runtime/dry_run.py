@@ -17,7 +17,7 @@ from flow_automation.engine import (
 	simulate,
 	validate_definition,
 )
-from flow_automation.runtime.context import LinkedDocuments, acting_as, document_context
+from flow_automation.runtime.context import LinkedDocuments, acting_as, document_context, site_context
 from flow_automation.runtime.host import FrappeHost
 from flow_automation.runtime.start import check_document, template_info
 from flow_automation.runtime.store import load_definition, version_name
@@ -95,6 +95,7 @@ def simulate_template(
 				"linked": LinkedDocuments(doctype, doc),
 				"run": {"name": run.name, "template": run.template, "version": run.version},
 			},
+			time_zone=site_context()["time_zone"],
 		)
 	result.calls = host.recorded
 	return result

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import frappe
 from frappe.utils import strip_html
 
 from flow_automation.engine import Definition, Outcome, Step, StepError, attempt_group
+from flow_automation.runtime.batch import BatchItem, batch_children, child_key, release, start_batch
 from flow_automation.runtime.context import document_context
-from flow_automation.runtime.start import create_run
+from flow_automation.runtime.start import FOR_EACH, create_run
 from flow_automation.steps import StepCall, handler_for
 from flow_automation.transaction import isolated
 
@@ -27,6 +28,7 @@ class FrappeHost:
 		self.definition = definition
 		self.dry_run = dry_run
 		self.children: list[str] = []  # sub-flows started: advanced once this run's state is written
+		self.kicks: list[str] = []  # for_each children let start: kicked once this run's state is written
 		self.tracebacks: dict[tuple[str, int], str] = {}
 		self.recorded: list[dict[str, Any]] = []  # what a dry run would have sent
 
@@ -51,15 +53,16 @@ class FrappeHost:
 	def reload_document(self) -> Mapping[str, Any] | None:
 		return document_context(self.run.reference_doctype, self.run.reference_name)
 
-	def perform(self, step: Step, effect: Mapping[str, Any], context: Mapping[str, Any]) -> None:
-		"""Side effects requested while a waiting step resumes (used by channel kinds)."""
+	def perform(self, step: Step, effect: Mapping[str, Any], context: Mapping[str, Any]) -> Any:
+		"""Side effects requested while a waiting step resumes (channel kinds, for_each); what
+		the handler returns is added to the step's output."""
 		handler = handler_for(f"{step.kind}:{effect.get('type')}")
 		if handler is None:
 			raise ValueError(f"no handler for effect {effect.get('type')!r} of step kind {step.kind!r}")
 		group = attempt_group(context.get("steps") or {}, step.id)
 		# each effect names itself (`key`, e.g. the re-ask number): one key per distinct effect
 		key = f"{self.run.name}:{step.id}:{group}:{effect.get('type')}:{effect.get('key') or ''}"
-		handler(StepCall(self.run, step, effect, context, 0, key, self.dry_run, self))
+		return handler(StepCall(self.run, step, effect, context, 0, key, self.dry_run, self))
 
 	def start_child(
 		self, step: Step, template: str, *, variables: Mapping[str, Any], with_document: bool
@@ -80,6 +83,55 @@ class FrappeHost:
 		# its parent already waiting
 		self.children.append(child)
 		return child
+
+	def start_children(
+		self,
+		step: Step,
+		template: str,
+		children: Sequence[tuple[str | None, str | None, Mapping[str, Any]]],
+		*,
+		batch: str,
+		concurrency: int,
+	) -> list[str]:
+		"""Write one Queued sub-flow per (doctype, name, variables) of a for_each step, in order,
+		and let the first `concurrency` start (kicked once this run's state is written). A child
+		that cannot be written fails the step, naming its item; the step's savepoint then undoes
+		the others, so nothing starts."""
+		run = self.run
+
+		def refused(position: int, item: BatchItem, error: Exception) -> None:
+			raise StepError(
+				f"items/{position}: {strip_html(str(error)) or type(error).__name__}", retryable=False
+			)
+
+		started = start_batch(
+			template,
+			(
+				BatchItem(doctype, name, variables, child_key(batch, index), {"index": index})
+				for index, (doctype, name, variables) in enumerate(children)
+			),
+			trigger={"type": FOR_EACH, "parent_run": run.name, "parent_step": step.id, "batch": batch},
+			concurrency=concurrency,
+			parent_run=run.name,
+			parent_step=step.id,
+			depth=(run.depth or 0) + 1,
+			contact=run.contact,
+			refused=refused,
+			start=None,
+		)
+		self.kicks.extend(started.released)
+		return [name for name in started.runs if name]
+
+	def release_children(self, step: Step, batch: str, indexes: Sequence[int]) -> list[str]:
+		"""Let these held children of the step's batch start (kicked once this run's state is written)."""
+		names = release(self.run.name, batch, indexes)
+		self.kicks.extend(names)
+		return names
+
+	def children_of_batch(self, step: Step, batch: str) -> list[dict[str, Any]]:
+		"""The batch's children as they ended ({index, run, status, variables, error}), read
+		with a locking read so none is seen as it was before this transaction began."""
+		return batch_children(self.run.name, batch, lock=True)
 
 
 def classify(error: BaseException) -> tuple[bool, str]:

@@ -11,6 +11,7 @@ from frappe.utils import now_datetime
 
 from flow_automation.engine import (
 	ACTIVE_RUN_STATUSES,
+	FAN_OUT,
 	FINISHED_RUN_STATUSES,
 	SUB_FLOW,
 	AdvanceResult,
@@ -27,22 +28,30 @@ from flow_automation.engine import (
 	retry_steps as reopen_steps,
 )
 from flow_automation.runtime.advance import advance_locked, conclude
+from flow_automation.runtime.batch import batch_children
 from flow_automation.runtime.context import json_field
 from flow_automation.runtime.store import add_timers, cancel_timers, load_definition, lock_run
 
 
 def cancel_run(run_name: str, reason: str | None = None) -> None:
-	"""Cancel a run with its open steps and timers, and its active sub-flows."""
+	"""Cancel a run with its open steps and timers, and its active sub-flows (a for_each
+	step's children too, started or still queued)."""
 	run = lock_run(run_name)
 	if run.status in FINISHED_RUN_STATUSES:
 		frappe.throw(_("Flow Run {0} is already {1}").format(run.name, _(run.status)), frappe.ValidationError)
-	stop(run, RunStatus.CANCELLED, reason or _("Cancelled by {0}").format(frappe.session.user))
-	for child in frappe.get_all(
+	_cancel(run, reason or _("Cancelled by {0}").format(frappe.session.user))
+
+
+def _cancel(run: Any, reason: str) -> None:
+	stop(run, RunStatus.CANCELLED, reason)
+	for name in frappe.get_all(
 		"Flow Run",
 		filters={"parent_run": run.name, "status": ("in", tuple(ACTIVE_RUN_STATUSES))},
 		pluck="name",
 	):
-		cancel_run(child, _("Parent run {0} was cancelled").format(run.name))
+		child = lock_run(name)
+		if child.status not in FINISHED_RUN_STATUSES:  # one may have ended since the list was read
+			_cancel(child, _("Parent run {0} was cancelled").format(run.name))
 
 
 def fail_run(run_name: str, error: str) -> None:
@@ -84,12 +93,21 @@ def retry_steps(run_name: str, step_ids: list[str]) -> AdvanceResult | None:
 	run.db_set(
 		{"status": RunStatus.RUNNING, "step_state": dump_state(state), "error": None, "completed_at": None}
 	)
-	return advance_locked(run, events=_finished_children(state))
+	return advance_locked(run, events=_finished_children(run.name, state))
 
 
-def _finished_children(state: dict[str, Any]) -> list[Event]:
+def _finished_children(run_name: str, state: dict[str, Any]) -> list[Event]:
 	events = []
 	for step_id in state:
+		batch = (waiting_for(state, step_id, FAN_OUT) or {}).get("batch")
+		if batch:
+			# a for_each batch: every child that ended while the run was stopped (counted once)
+			events += [
+				Event(step_id, "complete", {**child, "batch": batch})
+				for child in batch_children(run_name, batch)
+				if child["status"] in FINISHED_RUN_STATUSES
+			]
+			continue
 		wait = waiting_for(state, step_id, SUB_FLOW)
 		child = wait.get("run") if wait else None
 		if not child:

@@ -16,6 +16,8 @@ from flow_automation.settings import is_paused
 from flow_automation.transaction import enqueue, quiet_messages
 
 TEMPLATE_FIELDS = ["name", "enabled", "version", "run_as", "one_active_run_per_document", "reference_doctype"]
+# The trigger type of a for_each step's children: held (Queued) until their parent releases them.
+FOR_EACH = "For Each"
 
 
 class ActiveRunExists(frappe.ValidationError):
@@ -69,10 +71,12 @@ def create_run(
 	parent_step: str | None = None,
 	depth: int = 0,
 	dedup_key: str | None = None,
+	next_due_at: Any = None,
 ) -> str:
 	"""Create a Queued Flow Run pinned to the template's current version; returns its name.
 
 	The caller gets it going (`kick`, or advancing it); else the minute cron drains it.
+	(`next_due_at` marks a for_each child released to start: see `batch`.)
 	"""
 	info = template_info(template)
 	check_document(info, reference_doctype, reference_name)
@@ -106,6 +110,7 @@ def create_run(
 			"parent_step": parent_step,
 			"depth": depth,
 			"dedup_key": dedup_key,
+			"next_due_at": next_due_at,
 			"run_as": info.run_as or "Administrator",
 		}
 	)
@@ -133,8 +138,11 @@ def enqueue_start(run: str, *, after_commit: bool = False) -> None:
 
 
 def may_start(run: Any) -> bool:
-	"""Whether a Queued run may start now: not paused, and under the template's concurrency limit."""
+	"""Whether a Queued run may start now: not paused, not a for_each child its parent has not
+	released yet, and under the template's concurrency limit."""
 	if is_paused():
+		return False
+	if run.trigger_type == FOR_EACH and not run.next_due_at:
 		return False
 	limit = frappe.get_cached_value("Flow Template", run.template, "max_concurrent_runs")
 	if not limit:

@@ -64,6 +64,10 @@ class DeskServer:
 		)
 
 	def start(self) -> None:
+		# a site whose setup wizard never ran opens the wizard instead of Desk's pages
+		if not frappe.db.get_single_value("System Settings", "setup_complete"):
+			frappe.db.set_single_value("System Settings", "setup_complete", 1)
+			frappe.db.commit()
 		with open(self.log_path, "w") as log:
 			self.process = subprocess.Popen(
 				[

@@ -254,6 +254,38 @@ class TestFlowBuilder(FlowTestCase):
 		)
 		self.shot("builder")
 
+	def test_a_message_step_gets_its_own_quiet_hours_or_any_hour(self):
+		template = make_template(
+			[
+				{
+					"id": "mail",
+					"kind": "notify",
+					"payload": {"channel": "email", "to": ["{{ doc.owner }}"], "subject": "Hi"},
+				},
+				{"id": "nap", "kind": "wait", "depends_on": ["mail"], "payload": {}},
+			]
+		).name
+		frappe.db.commit()
+		page = self.open_builder(template)
+		self.select("nap")
+		self.assertEqual(self.inspector_field("quiet_hours_mode").count(), 0)  # not a message step
+		self.select("mail")
+		mode = self.inspector_field("quiet_hours_mode")
+		self.assertEqual(mode.input_value(), "flow")
+		mode.select_option("own")
+		hours = page.locator("[data-inspector] [data-field='quiet_hours']")
+		hours.fill('{"start": "10:00", "end": "18:00", "days": ["sat"], "timezone": "contact"}')
+		hours.blur()
+		self.save()
+		[mail] = [s for s in self.stored_definition(template)["steps"] if s["id"] == "mail"]
+		self.assertEqual(
+			mail["quiet_hours"], {"start": "10:00", "end": "18:00", "days": ["sat"], "timezone": "contact"}
+		)
+		mode.select_option("any")
+		self.save()
+		[mail] = [s for s in self.stored_definition(template)["steps"] if s["id"] == "mail"]
+		self.assertIs(mail["quiet_hours"], False)
+
 	def test_undo_and_redo_follow_every_edit(self):
 		template = make_template(
 			[

@@ -169,6 +169,54 @@ class TestStepKinds(FlowTestCase):
 		self.assertEqual(len(queued), 1)
 		self.assertIn("Subject: About Quote 42", queued[0].message)
 
+	def test_notify_says_who_unsubscribed_instead_of_dropping_them_in_silence(self):
+		todo = make_todo("Quote 43")
+		frappe.get_doc(
+			{"doctype": "Email Unsubscribe", "email": "gone@example.com", "global_unsubscribe": 1}
+		).insert(ignore_permissions=True)
+		frappe.get_doc(
+			{
+				"doctype": "Email Unsubscribe",
+				"email": "this-doc@example.com",
+				"reference_doctype": "ToDo",
+				"reference_name": todo.name,
+			}
+		).insert(ignore_permissions=True)
+		mail = {"channel": "email", "subject": "About {{ doc.description }}", "body": "Hi"}
+		template = make_template(
+			[
+				{
+					"id": "some",
+					"kind": "notify",
+					"payload": {**mail, "to": ["buyer@example.com", "gone@example.com"]},
+				},
+				{
+					"id": "none",
+					"kind": "notify",
+					"payload": {**mail, "to": ["gone@example.com", "this-doc@example.com"]},
+				},
+			]
+		)
+		run = start(template, todo)
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed")
+		steps = state(run)
+		self.assertEqual(steps["some"]["output"]["recipients"], ["buyer@example.com"])
+		self.assertEqual(steps["some"]["output"]["unsubscribed"], ["gone@example.com"])
+		self.assertEqual(
+			(steps["none"]["output"]["recipients"], steps["none"]["output"]["sent"]), ([], False)
+		)
+		self.assertEqual(
+			steps["none"]["output"]["unsubscribed"], ["gone@example.com", "this-doc@example.com"]
+		)
+		recipients = frappe.get_all(
+			"Email Queue Recipient",
+			filters={
+				"parent": ("in", frappe.get_all("Email Queue", {"reference_name": todo.name}, pluck="name"))
+			},
+			pluck="recipient",
+		)
+		self.assertEqual(recipients, ["buyer@example.com"])
+
 	def test_notify_system_creates_a_notification_log(self):
 		todo = make_todo("Alert me")
 		template = make_template(

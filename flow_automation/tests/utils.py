@@ -41,6 +41,7 @@ WRITTEN_BY_TESTS = (
 	"Notification Log",
 	"Email Queue",
 	"Email Queue Recipient",
+	"Email Unsubscribe",
 	"Error Log",
 	"Comment",
 	"Communication",

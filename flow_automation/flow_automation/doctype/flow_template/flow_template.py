@@ -10,16 +10,24 @@ from frappe import _
 from frappe.model.document import Document
 from frappe.utils.html_utils import escape_html
 
-from flow_automation.engine import ValidationIssue, check_condition, validate_definition
+from flow_automation.engine import (
+	ValidationIssue,
+	check_condition,
+	check_quiet_hours,
+	script_fingerprints,
+	validate_definition,
+)
 from flow_automation.portable import (
+	QUIET_HOURS_DAY_FIELDS,
 	InvalidFlowDefinition,
 	export_values,
+	quiet_hours_from_fields,
 	row_to_step,
 )
 from flow_automation.portable import (
 	parse_json as _parse_json,
 )
-from flow_automation.roles import FLOW_MANAGER_ROLES, requires_roles
+from flow_automation.roles import FLOW_MANAGER_ROLES, SYSTEM_MANAGER, has_any_role, requires_roles
 from flow_automation.triggers import clear_trigger_cache
 
 # Which Flow Template Step field a JSON pointer of the definition points at.
@@ -37,6 +45,7 @@ _POINTER_FIELDS = (
 	("/parent_id", "parent_id"),
 	("/branch", "branch"),
 	("/on_error", "on_error"),
+	("/quiet_hours", "quiet_hours"),
 	("/kind", "kind"),
 	("/id", "step_id"),
 	("/label", "label"),
@@ -75,6 +84,17 @@ class FlowTemplate(Document):
 		max_concurrent_runs: DF.Int
 		max_consecutive_failures: DF.Int
 		one_active_run_per_document: DF.Check
+		quiet_hours_enabled: DF.Check
+		quiet_hours_end: DF.Time | None
+		quiet_hours_friday: DF.Check
+		quiet_hours_monday: DF.Check
+		quiet_hours_saturday: DF.Check
+		quiet_hours_start: DF.Time | None
+		quiet_hours_sunday: DF.Check
+		quiet_hours_thursday: DF.Check
+		quiet_hours_timezone: DF.Autocomplete | None
+		quiet_hours_tuesday: DF.Check
+		quiet_hours_wednesday: DF.Check
 		reference_doctype: DF.Link | None
 		run_as: DF.Link | None
 		schedule_filters: DF.Code | None
@@ -100,6 +120,8 @@ class FlowTemplate(Document):
 	def validate(self) -> None:
 		self.normalise_time_of_day()
 		self.validate_trigger()
+		self.validate_quiet_hours()
+		self.validate_script_steps()
 		self.compile_definition()
 
 	def on_update(self) -> None:
@@ -203,6 +225,58 @@ class FlowTemplate(Document):
 		if self.trigger_type == "Webhook" and not self.webhook_secret:
 			self.webhook_secret = frappe.generate_hash(length=32)
 
+	def validate_quiet_hours(self) -> None:
+		"""The Quiet Hours section as the engine reads it, each problem under its field's label."""
+		if not self.quiet_hours_enabled:
+			# Frappe gives every Time field of a new document the current time, whatever its
+			# default: keep the section's own defaults until it is turned on
+			for fieldname in ("quiet_hours_start", "quiet_hours_end"):
+				self.set(fieldname, self.meta.get_field(fieldname).default)
+			return
+		for fieldname in ("quiet_hours_start", "quiet_hours_end"):
+			if self.get(fieldname):  # whole minutes, as time_of_day
+				self.set(fieldname, frappe.utils.get_time(self.get(fieldname)).strftime("%H:%M:00"))
+		problems = check_quiet_hours(quiet_hours_from_fields(self))
+		if not problems:
+			return
+		meta = self.meta
+		labels = {
+			"/start": meta.get_label("quiet_hours_start"),
+			"/end": meta.get_label("quiet_hours_end"),
+			"/timezone": meta.get_label("quiet_hours_timezone"),
+		}
+		lines = []
+		for pointer, message in problems:
+			if pointer.startswith("/days"):
+				days = ", ".join(_(meta.get_label(f)) for f in QUIET_HOURS_DAY_FIELDS.values())
+				label = _("Days ({0})").format(days) if pointer == "/days" else _("Days")
+			else:
+				label = _(labels.get(pointer, _("Quiet Hours")))
+			lines.append(f"{frappe.bold(label)}: {escape_html(message)}")
+		frappe.throw("<br>".join(lines), title=_("Invalid quiet hours"), exc=InvalidFlowDefinition)
+
+	def validate_script_steps(self) -> None:
+		"""Only a System Manager may add or change a run_script step (it runs server code):
+		compared with the stored steps, so keeping the ones a template has is anyone's save."""
+		if has_any_role((SYSTEM_MANAGER,)):
+			return
+		before = self.get_doc_before_save()
+		kept = script_fingerprints(_steps_as_saved(before.steps if before else []))
+		for row in self.steps:
+			step = _steps_as_saved([row])
+			wanted = script_fingerprints(step)
+			if not wanted:
+				continue
+			if wanted - kept:
+				frappe.throw(
+					_(
+						"Row #{0} ({1}): only a System Manager may add or change a {2} step (it runs server code)"
+					).format(row.idx, escape_html(row.step_id or ""), frappe.bold("run_script")),
+					frappe.PermissionError,
+					title=_("Not permitted"),
+				)
+			kept -= wanted
+
 	def keywords(self) -> list[str]:
 		return [k.strip() for k in (self.whatsapp_keywords or "").splitlines() if k.strip()]
 
@@ -235,7 +309,13 @@ class FlowTemplate(Document):
 		steps = []
 		for row in self.steps:
 			steps.append(row_to_step(row))
-		return {"version": 1, "variables": variables, "steps": steps}
+		window = quiet_hours_from_fields(self)
+		return {
+			"version": 1,
+			"variables": variables,
+			**({"quiet_hours": window} if window else {}),
+			"steps": steps,
+		}
 
 	def throw_issues(self, issues: list[ValidationIssue]) -> None:
 		lines = []
@@ -274,6 +354,18 @@ class FlowTemplate(Document):
 	def as_export(self) -> dict[str, Any]:
 		"""The template as a portable file, shaped like shared/examples/flows/*.json."""
 		return export_values(self)
+
+
+def _steps_as_saved(rows: Any) -> list[dict[str, Any]]:
+	"""Step rows as {kind, payload}, a payload that is not JSON kept as its text."""
+	steps = []
+	for row in rows:
+		try:
+			payload = json.loads(row.payload) if (row.payload or "").strip() else {}
+		except ValueError:
+			payload = row.payload
+		steps.append({"kind": (row.kind or "").strip(), "payload": payload})
+	return steps
 
 
 def clear_boot_cache() -> None:

@@ -26,8 +26,13 @@ const KIND_ICON = {
 	switch: "branch",
 	set_variables: "setting",
 	start_flow: "workflow",
+	for_each: "list",
 	send_whatsapp: "message",
 	ask: "reply",
+	split: "branch",
+	lookup: "search",
+	run_script: "tool",
+	generate_pdf: "printer",
 };
 
 export function style_of(kind_info, kind) {
@@ -109,11 +114,24 @@ export function summary_of(step) {
 			]);
 		case "assign":
 			return __("Assign to {0}", [short((p.assign_to || []).join(", "))]);
-		case "notify":
+		case "notify": {
+			if (p.channel === "sms") {
+				return `${__("SMS")} ${short(to || "?", 24)}: ${short(p.body || "", 28)}`;
+			}
+			const attached = (p.attachments || []).length;
+			const files = attached ? " " + __("(+{0} attached)", [attached]) : "";
 			return `${p.channel === "system" ? __("Notify") : __("Email")} ${short(
 				to || "?",
 				24
-			)}: ${short(p.subject || "", 28)}`;
+			)}: ${short(p.subject || "", 28)}${files}`;
+		}
+		case "generate_pdf":
+			return __("PDF of {0} ({1})", [
+				p.target === "document" || p.doctype
+					? `${p.doctype || "?"} ${p.name || ""}`.trim()
+					: __("the document"),
+				p.print_format || __("default format"),
+			]);
 		case "webhook":
 			return `${p.method || "POST"} ${short(p.url || "?", 40)}`;
 		case "wait":
@@ -136,6 +154,30 @@ export function summary_of(step) {
 			}`;
 		case "ask":
 			return __("Ask: {0}", [short(p.text || "", 40)]);
+		case "for_each":
+			return `${__("For each of {0}: {1}", [
+				short(p.items ?? "?", 28),
+				short(p.template || "?", 24),
+			])}${p.concurrency ? " " + __("({0} at once)", [p.concurrency]) : ""}`;
+		case "split":
+			return __("Split {0}", [
+				short(
+					(p.branches || []).map((b) => `${b.name} ${b.weight ?? "?"}%`).join(" / ") ||
+						"?",
+					40
+				),
+			]);
+		case "lookup":
+			return "name" in p
+				? __("Read {0} {1}", [p.doctype || "?", short(p.name || "", 28)])
+				: __("Read {0} list ({1})", [
+						p.doctype || "?",
+						short(Object.keys(p.filters || {}).length ? p.filters : __("all"), 28),
+				  ]);
+		case "run_script":
+			return p.script
+				? __("Run script {0}", [short(p.script, 36)])
+				: __("Run script: {0}", [short((p.code || "").split("\n")[0], 34)]);
 		default:
 			return short(p, 48);
 	}
@@ -157,6 +199,16 @@ export function badge_of(step, kind_info) {
 	if (type === "on_webhook") return __("webhook");
 	if (step.kind === "ask") return __("waits for reply");
 	if (step.kind === "start_flow" && (step.payload || {}).wait) return __("waits for sub-flow");
+	if (step.kind === "for_each" && (step.payload || {}).wait) return __("waits for sub-flows");
+	return quiet_hours_badge(step, kind_info);
+}
+
+/** A message step's own quiet hours: "09:00–19:00", or "any hour" when it keeps none. */
+export function quiet_hours_badge(step, kind_info) {
+	if (!kind_info || !kind_info.quiet_hours || !("quiet_hours" in step)) return "";
+	const q = step.quiet_hours;
+	if (q === false || q === null) return __("any hour");
+	if (q && typeof q === "object") return `${q.start || "?"}–${q.end || "?"}`;
 	return "";
 }
 
