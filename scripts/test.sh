@@ -96,6 +96,8 @@ else
 		if [ "$installed" != "$(realpath "$here/flow_automation")" ]; then
 			"$bench/env/bin/pip" install -q --disable-pip-version-check -e "$link" || { red "pip install into the bench failed"; exit 2; }
 		fi
+		# listed before the build: Frappe's esbuild builds the apps apps.txt names
+		grep -qx flow_automation "$bench/sites/apps.txt" || { sed -i -e '$a\' "$bench/sites/apps.txt"; echo flow_automation >> "$bench/sites/apps.txt"; }
 		# The Desk bundles (public/js/*.bundle.js: the Flow Builder), built as `bench build --app
 		# flow_automation` builds them — Frappe's esbuild with this app's node_modules (yarn 1, as
 		# `bench setup requirements --node`) — when their sources changed. Not `bench build`
@@ -114,7 +116,6 @@ else
 				|| yellow "could not clear the cached assets.json"
 			echo "$bundle_stamp" > "$bundle_marker"
 		fi
-		grep -qx flow_automation "$bench/sites/apps.txt" || { sed -i -e '$a\' "$bench/sites/apps.txt"; echo flow_automation >> "$bench/sites/apps.txt"; }
 		if ! frappe_cli --site "$site" list-apps 2>/dev/null | grep -q flow_automation; then
 			frappe_cli --site "$site" install-app flow_automation || { red "install-app failed"; exit 2; }
 		fi
