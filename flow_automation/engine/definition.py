@@ -86,8 +86,23 @@ class Definition:
 	quiet_hours: Mapping[str, Any] | None = None
 
 	def __post_init__(self) -> None:
-		object.__setattr__(self, "_by_id", {s.id: s for s in self.steps})
-		object.__setattr__(self, "_order", _topological_order(self.steps))
+		# The graph, derived once per definition: a run's planner reads it on every wave.
+		by_id = {s.id: s for s in self.steps}
+		order = _topological_order(self.steps)
+		successors: dict[str, dict[str, None]] = {}  # (a dict: ordered, each successor once)
+		for step in order:
+			for predecessor in step.predecessors:
+				if predecessor in by_id:
+					successors.setdefault(predecessor, {})[step.id] = None
+		object.__setattr__(self, "_by_id", by_id)
+		object.__setattr__(self, "_order", order)
+		object.__setattr__(self, "_position", {s.id: i for i, s in enumerate(order)})
+		object.__setattr__(self, "_successors", {k: tuple(v) for k, v in successors.items()})
+		object.__setattr__(
+			self,
+			"_dependencies",
+			{s.id: tuple(d for d in s.depends_on if d != s.parent_id and d in by_id) for s in self.steps},
+		)
 
 	@property
 	def ordered_steps(self) -> tuple[Step, ...]:
@@ -99,6 +114,18 @@ class Definition:
 
 	def has_step(self, step_id: str) -> bool:
 		return step_id in self._by_id  # type: ignore[attr-defined]
+
+	def position(self, step_id: str) -> int:
+		"""The step's index in `ordered_steps`."""
+		return self._position[step_id]  # type: ignore[attr-defined]
+
+	def successors(self, step_id: str) -> tuple[str, ...]:
+		"""The steps that name this one as their parent or in `depends_on`, in `ordered_steps` order."""
+		return self._successors.get(step_id, ())  # type: ignore[attr-defined]
+
+	def dependencies(self, step_id: str) -> tuple[str, ...]:
+		"""The steps of this step's `depends_on` that the flow has, other than its parent."""
+		return self._dependencies[step_id]  # type: ignore[attr-defined]
 
 	@classmethod
 	def from_dict(cls, raw: Mapping[str, Any]) -> Definition:

@@ -13,8 +13,9 @@ Step state is plain JSON (stored on the Flow Run): `{step_id: entry}` where an e
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -174,53 +175,126 @@ def plan(
 ) -> Plan:
 	"""Decide, for every step that can move at `now`, what happens to it. Does not mutate."""
 	overlay: dict[str, str] = {}
-	decisions: list[Decision] = []
-
-	def status_of(step_id: str) -> str:
-		return overlay.get(step_id) or step_status(state, step_id)
-
-	for step in definition.ordered_steps:
-		status = status_of(step.id)
-		entry = state.get(step.id) or {}
-		if status in TERMINAL:
-			continue
-		if status == PENDING:
-			release, reason = _release(definition, step, state, status_of)
-			if release == "blocked":
-				continue
-			if release == SKIP:
-				overlay[step.id] = SKIPPED
-				decisions.append(Decision(step.id, SKIP, reason=reason))
-				continue
-			decision = _held(definition, step, _start(step, context, now), context, now)
-			decisions.append(decision)
-			if decision.action in (SCHEDULE, WAIT):
-				overlay[step.id] = SCHEDULED if decision.action == SCHEDULE else WAITING_STATUS
-		elif status == SCHEDULED:
-			due = parse_datetime(entry.get("due_at"))
-			if due is None or due <= now:
-				decision = Decision(step.id, EXECUTE, reason=entry.get("scheduled_for", "due"))
-				decisions.append(_held(definition, step, decision, context, now))
-		elif status == READY:
-			decisions.append(
-				_held(definition, step, Decision(step.id, EXECUTE, reason="released"), context, now)
-			)
-		elif status == WAITING_STATUS:
-			until = parse_datetime((entry.get("wait") or {}).get("until"))
-			if until is not None and until <= now:
-				decisions.append(Decision(step.id, TIMEOUT, at=until, reason="wait expired"))
+	decisions = _scan(definition, state, overlay, context, now)
 	return Plan(tuple(decisions), _run_status(definition, state, overlay, decisions))
+
+
+def _scan(
+	definition: Definition,
+	state: Mapping[str, Mapping[str, Any]],
+	overlay: dict[str, str],
+	context: Mapping[str, Any],
+	now: dt.datetime,
+) -> list[Decision]:
+	"""`plan`'s decisions: every step looked at, in `ordered_steps` order."""
+	decisions = []
+	for step in definition.ordered_steps:
+		decision = _decide(definition, step, state, overlay, context, now)
+		if decision is not None:
+			decisions.append(decision)
+	return decisions
+
+
+def _replan(
+	definition: Definition,
+	state: Mapping[str, Mapping[str, Any]],
+	context: Mapping[str, Any],
+	now: dt.datetime,
+	changed: Iterable[str],
+) -> list[Decision]:
+	"""`plan`'s decisions, looking only at the steps that can have changed since the last wave.
+
+	A step's decision reads its own entry and its predecessors' (and the context, once it is
+	released), so after a wave that left every other step unable to move, only the steps in
+	`changed` and their successors can move now. They are looked at in `ordered_steps` order,
+	as `plan` does; a skip releases its successors within the same wave, so they join the queue.
+	"""
+	queued: set[int] = set()  # positions in `ordered_steps`
+	for step_id in changed:
+		if not definition.has_step(step_id):
+			continue
+		if step_status(state, step_id) not in TERMINAL:
+			queued.add(definition.position(step_id))
+		queued.update(definition.position(s) for s in definition.successors(step_id))
+	heap = sorted(queued)
+	order = definition.ordered_steps
+	overlay: dict[str, str] = {}
+	decisions: list[Decision] = []
+	while heap:
+		index = heapq.heappop(heap)
+		step = order[index]
+		decision = _decide(definition, step, state, overlay, context, now)
+		if decision is None:
+			continue
+		decisions.append(decision)
+		if decision.action == SKIP:
+			# a successor placed before it (in a cycle only) is left for the next wave, as in `plan`
+			for successor in definition.successors(step.id):
+				position = definition.position(successor)
+				if position > index and position not in queued:
+					queued.add(position)
+					heapq.heappush(heap, position)
+	return decisions
+
+
+def _status(state: Mapping[str, Mapping[str, Any]], overlay: Mapping[str, str], step_id: str) -> str:
+	"""A step's status as the wave being planned sees it: its entry, or what the wave decided."""
+	status = overlay.get(step_id)
+	if status:
+		return status
+	entry = state.get(step_id)
+	return entry.get("status", PENDING) if entry else PENDING
+
+
+def _decide(
+	definition: Definition,
+	step: Step,
+	state: Mapping[str, Mapping[str, Any]],
+	overlay: dict[str, str],
+	context: Mapping[str, Any],
+	now: dt.datetime,
+) -> Decision | None:
+	"""What happens to one step at `now` (None: nothing). A skip, a schedule or a wait is noted
+	in `overlay`, so that the steps after it in the same wave see it."""
+	entry = state.get(step.id) or {}
+	status = overlay.get(step.id) or entry.get("status", PENDING)
+	if status in TERMINAL:
+		return None
+	if status == PENDING:
+		release, reason = _release(definition, step, state, overlay)
+		if release == "blocked":
+			return None
+		if release == SKIP:
+			overlay[step.id] = SKIPPED
+			return Decision(step.id, SKIP, reason=reason)
+		decision = _held(definition, step, _start(step, context, now), context, now)
+		if decision.action in (SCHEDULE, WAIT):
+			overlay[step.id] = SCHEDULED if decision.action == SCHEDULE else WAITING_STATUS
+		return decision
+	if status == SCHEDULED:
+		due = parse_datetime(entry.get("due_at"))
+		if due is None or due <= now:
+			decision = Decision(step.id, EXECUTE, reason=entry.get("scheduled_for", "due"))
+			return _held(definition, step, decision, context, now)
+		return None
+	if status == READY:
+		return _held(definition, step, Decision(step.id, EXECUTE, reason="released"), context, now)
+	if status == WAITING_STATUS:
+		until = parse_datetime((entry.get("wait") or {}).get("until"))
+		if until is not None and until <= now:
+			return Decision(step.id, TIMEOUT, at=until, reason="wait expired")
+	return None
 
 
 def _release(
 	definition: Definition,
 	step: Step,
 	state: Mapping[str, Mapping[str, Any]],
-	status_of: Callable[[str], str],
+	overlay: Mapping[str, str],
 ) -> tuple[str, str]:
 	"""Whether a pending step may start ("go"), must wait ("blocked") or will never run ("skip")."""
 	if step.parent_id:
-		parent_status = status_of(step.parent_id)
+		parent_status = _status(state, overlay, step.parent_id)
 		if parent_status not in TERMINAL:
 			return "blocked", ""
 		parent = state.get(step.parent_id) or {}
@@ -233,13 +307,14 @@ def _release(
 			return SKIP, f"'{step.parent_id}' took branch {taken!r}, not {step.branch!r}"
 		if step.branch is None and taken == ERROR_BRANCH:
 			return SKIP, f"'{step.parent_id}' failed and took its error branch"
-	deps = [d for d in step.depends_on if d != step.parent_id and definition.has_step(d)]
-	if any(status_of(d) not in TERMINAL for d in deps):
+	deps = definition.dependencies(step.id)
+	if not deps:
+		return "go", ""
+	statuses = [_status(state, overlay, d) for d in deps]
+	if any(s not in TERMINAL for s in statuses):
 		return "blocked", ""
-	if deps:
-		alive = [d for d in deps if _passes_on(state, d, status_of(d))]
-		if not alive:
-			return SKIP, "none of " + ", ".join(f"'{d}'" for d in deps) + " completed"
+	if not any(_passes_on(state, d, s) for d, s in zip(deps, statuses, strict=True)):
+		return SKIP, "none of " + ", ".join(f"'{d}'" for d in deps) + " completed"
 	return "go", ""
 
 
@@ -369,18 +444,27 @@ class _Run:
 		self.variables = dict(variables or {})
 		self.base = dict(base_context or {})
 		self.now = now
+		self.stamp = _ts(now)  # `now` as stored, formatted once: every step it touches stores it
 		self.host = host
 		self.seed = seed
 		self.timer = timer
 		self.result = AdvanceResult(status=RUN_RUNNING, step_state=self.state, variables=self.variables)
 		self.has_fatal = any(e.get("fatal") for e in self.state.values())
+		# The steps whose entry changed since the last wave was planned (None: no wave yet).
+		self.changed: set[str] | None = None
 
 	# context ------------------------------------------------------------------------
 	def context(self) -> dict[str, Any]:
 		return {**self.base, "variables": self.variables, "steps": _StepsView(self.state), "now": self.now}
 
 	def entry(self, step_id: str) -> dict[str, Any]:
-		return self.state.setdefault(step_id, {"status": PENDING, "attempt": 0, "attempt_group": 1})
+		"""The step's entry, to change: the next wave looks at the step and its successors again."""
+		if self.changed is not None:
+			self.changed.add(step_id)
+		if step_id in self.state:
+			return self.state[step_id]
+		entry = self.state[step_id] = {"status": PENDING, "attempt": 0, "attempt_group": 1}
+		return entry
 
 	def clock(self) -> float:
 		return self.timer() if self.timer else 0.0
@@ -400,7 +484,7 @@ class _Run:
 		step = self.definition.step(decision.step_id)
 		entry = self.entry(step.id)
 		if decision.action == SKIP:
-			entry.update(status=SKIPPED, reason=decision.reason, finished_at=_ts(self.now))
+			entry.update(status=SKIPPED, reason=decision.reason, finished_at=self.stamp)
 		elif decision.action == SCHEDULE:
 			if entry.get("due_at"):
 				self.clear_timer(step.id)  # held for quiet hours when it came due: a new time
@@ -408,7 +492,7 @@ class _Run:
 			self.set_timer(step.id, decision.at, decision.reason)
 		elif decision.action == WAIT:
 			entry.update(
-				status=WAITING_STATUS, wait={"type": GATE, "trigger": decision.reason, "since": _ts(self.now)}
+				status=WAITING_STATUS, wait={"type": GATE, "trigger": decision.reason, "since": self.stamp}
 			)
 		elif decision.action == FAIL:
 			entry["attempt"] = entry.get("attempt", 0) + 1
@@ -423,7 +507,7 @@ class _Run:
 		entry = self.entry(step.id)
 		kind = catalog.get_kind(step.kind)
 		entry["attempt"] = entry.get("attempt", 0) + 1
-		entry.setdefault("started_at", _ts(self.now))
+		entry.setdefault("started_at", self.stamp)
 		attempt = entry["attempt"]
 		started = self.clock()
 		payload: Any = None
@@ -506,10 +590,10 @@ class _Run:
 				output=_cap(outcome.output),
 				branch=outcome.branch,
 				error=None,
-				finished_at=_ts(self.now),
+				finished_at=self.stamp,
 			)
 		elif outcome.status == WAITING:
-			wait = {"type": outcome.wait_type, "since": _ts(self.now), **dict(outcome.wait_data)}
+			wait = {"type": outcome.wait_type, "since": self.stamp, **dict(outcome.wait_data)}
 			if outcome.until is not None:
 				wait["until"] = _ts(outcome.until)
 				self.set_timer(step.id, outcome.until, "timeout")
@@ -530,7 +614,7 @@ class _Run:
 			if self.result.attempts and self.result.attempts[-1].step_id == step.id:
 				self.result.attempts[-1].retry_at = due
 			return
-		entry.update(status=STEP_FAILED, finished_at=_ts(self.now))
+		entry.update(status=STEP_FAILED, finished_at=self.stamp)
 		if step.on_error == "continue":
 			entry["continued"] = True
 		elif step.on_error == "branch":
@@ -550,6 +634,8 @@ class _Run:
 				entry["suspended"] = {"status": entry["status"], **keep}
 				entry["status"] = CANCELLED
 				self.clear_timer(step_id)
+				if self.changed is not None:
+					self.changed.add(step_id)
 
 	def resume(self, step: Step, event: Event) -> None:
 		entry = self.entry(step.id)
@@ -600,24 +686,36 @@ class _Run:
 			return
 		self.apply_outcome(step, outcome)
 
+	def wave(self) -> list[Decision]:
+		"""What `plan` decides on the state as it is now. The first wave looks at every step;
+		later ones only at the steps whose entries changed since and their successors (a step
+		decided but not applied, after a fatal failure, is looked at again too)."""
+		if self.changed is None:
+			decisions = _scan(self.definition, self.state, {}, self.context(), self.now)
+		else:
+			decisions = _replan(self.definition, self.state, self.context(), self.now, self.changed)
+		self.changed = {d.step_id for d in decisions}
+		return decisions
+
 	def loop(self, max_waves: int) -> AdvanceResult:
 		for wave in range(max_waves):
-			current = plan(self.definition, self.state, self.context(), self.now)
-			self.result.decisions += len(current.decisions)
-			if not current.decisions or self.fatal():
+			decisions = self.wave()
+			self.result.decisions += len(decisions)
+			if not decisions or self.fatal():
 				break
 			self.result.waves = wave + 1
-			for decision in current.decisions:
+			for decision in decisions:
 				if self.fatal():
 					break
 				self.apply(decision)
 		else:
-			if plan(self.definition, self.state, self.context(), self.now).decisions:
+			if self.wave():
 				self.result.error = f"stopped after {max_waves} waves without settling (max waves guard)"
 				self.result.status = RUN_FAILED
 				self.suspend_all()
 				return self.result
-		self.result.status = plan(self.definition, self.state, self.context(), self.now).status
+		# the last wave decided nothing (or a step failed fatally): what `plan` says of the run
+		self.result.status = _run_status(self.definition, self.state, {}, [])
 		if self.result.status == RUN_FAILED and not self.result.error:
 			self.result.error = "the run cannot continue: no step is waiting or scheduled"
 		return self.result
@@ -659,10 +757,37 @@ def _merge_result(outcome: Outcome, result: Any) -> Outcome:
 def _cap(value: Any) -> Any:
 	if value is None or isinstance(value, bool | int | float):
 		return value
+	plain = _flat_copy(value)
+	if plain is not None:
+		return plain
 	text = json.dumps(value, default=str)
 	if len(text) <= MAX_STORED_OUTPUT_CHARS:
 		return json.loads(text)
 	return {"truncated": True, "preview": text[:2000], "size": len(text)}
+
+
+def _flat_copy(value: Any) -> dict[str, Any] | None:
+	"""What `_cap`'s JSON round trip gives back for a flat dict of strings, small ints, booleans
+	and None that surely fits (a copy), without the round trip; None for any other value."""
+	if type(value) is not dict:
+		return None
+	# an upper bound of the JSON's length: a character escapes to at most 12 (a surrogate
+	# pair), an int below 2**63 prints in at most 20, each item adds quotes, ": " and ", "
+	size = 2
+	for key, item in value.items():
+		if type(key) is not str:
+			return None
+		kind = type(item)
+		if kind is str:
+			size += 12 * len(item) + 2
+		elif item is None or kind is bool:
+			size += 5
+		elif kind is int and -(2**63) < item < 2**63:
+			size += 20
+		else:
+			return None
+		size += 12 * len(key) + 6
+	return dict(value) if size <= MAX_STORED_OUTPUT_CHARS else None
 
 
 def _ts(value: dt.datetime | None) -> str | None:
