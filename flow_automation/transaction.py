@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import frappe
+from frappe.utils.background_jobs import get_queues_timeout
+
+# The RQ queue of the app's own workers, declared the Frappe way in common_site_config.json:
+# "workers": {"flow_automation": {"timeout": 1500}}. Without it, jobs use the standard queues.
+FLOW_QUEUE = "flow_automation"
 
 
 @dataclass
@@ -111,6 +116,12 @@ def separately(work: Callable[[], Any], *, title: str) -> bool:
 		return False
 
 
+def flow_queue(standard: str = "default") -> str:
+	"""Where a job meant for `standard` goes: the app's own queue when the bench declares it
+	(`bench setup supervisor` then runs workers for it), else `standard`."""
+	return FLOW_QUEUE if FLOW_QUEUE in (frappe.get_conf().get("workers") or {}) else standard
+
+
 def enqueue(
 	method: str,
 	*,
@@ -124,15 +135,17 @@ def enqueue(
 	"""Enqueue `method` (a dotted path) as a background job.
 
 	In tests it runs at once, inline (Frappe's own convention), since nothing commits there.
+	The job goes to the app's own queue when the bench declares one (`flow_queue`), with the
+	time limit of the standard queue it names, so routing never changes how long it may run.
 	"""
 	now = bool(frappe.flags.in_test)
 	frappe.enqueue(
 		method,
-		queue=queue,
+		queue=flow_queue(queue),
+		timeout=timeout or get_queues_timeout().get(queue),
 		job_id=job_id,
 		deduplicate=deduplicate and not now,
 		enqueue_after_commit=after_commit,
-		timeout=timeout,
 		now=now,
 		**kwargs,
 	)
