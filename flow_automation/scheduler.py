@@ -17,10 +17,10 @@ from typing import Any
 import frappe
 from frappe.utils import add_to_date, now_datetime
 
-from flow_automation.engine import restored_timers
-from flow_automation.runtime import RunNotFound, add_timers, advance_run, fail_run
+from flow_automation.engine import FINISHED_RUN_STATUSES, restored_timers
+from flow_automation.runtime import RunNotFound, add_timers, advance_run, fail_run, lock_runs
 from flow_automation.settings import is_paused, setting
-from flow_automation.transaction import commit, enqueue, separately
+from flow_automation.transaction import commit, enqueue, isolated, separately
 from flow_automation.triggers import drain_outbox, fire_schedules
 
 MAX_CLAIMS = 5
@@ -28,7 +28,7 @@ DEADLOCK_RETRIES = 3
 DEFAULT_LEASE_SECONDS = 1800
 DEFAULT_BATCH = 200
 FIRE_JOB_TIMEOUT = 600  # seconds; the lease must stay longer than this
-RUNS_PER_JOB = 20
+RUNS_PER_JOB = 100
 
 
 def lease_seconds() -> int:
@@ -122,12 +122,12 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 		for row in claimed:
 			if row.attempt <= MAX_CLAIMS:
 				by_run[row.run].append(row.name)
-		if inline:
-			for run, names in by_run.items():
-				fire_due(run, names, now=now)
-			continue
 		# Several runs per job: a worker forks once per job, which costs more than a short advance.
 		batches = list(by_run.items())
+		if inline:
+			for start in range(0, len(batches), RUNS_PER_JOB):
+				fire_due_many(batches[start : start + RUNS_PER_JOB], now=now)
+			continue
 		for start in range(0, len(batches), RUNS_PER_JOB):
 			batch = batches[start : start + RUNS_PER_JOB]
 			enqueue(
@@ -154,17 +154,83 @@ def every_minute() -> None:
 		separately(lambda: part(now), title=f"Flow Automation cron: {what} failed")
 
 
-def fire_due_many(batch: list[tuple[str, list[str]]]) -> None:
-	"""A worker's job: fire several runs' claimed rows, each run in its own transaction.
+def fire_due_many(batch: list[tuple[str, list[str]]], now: dt.datetime | None = None) -> None:
+	"""A worker's job: fire several runs' claimed rows in one transaction, a savepoint each.
 
-	One run's failure is logged and leaves its rows to the lease; the others still fire.
+	One commit per job instead of one per run (a commit is a round trip and a log flush), the
+	runs locked and loaded in one query, their rows marked Done in one update. A run that
+	raises is rolled back to its savepoint, its error logged and kept on its rows (they wait
+	for their lease); the others still fire. If the group cannot commit (a deadlock, a lost
+	connection), it is rolled back and fired again one run at a time, as Frappe's own
+	automation drainer does.
 	"""
-	for run, pending in batch:
-		separately(lambda: fire_due(run, pending), title=f"Flow Run {run}: firing due steps failed")
+	try:
+		runs = lock_runs([run for run, _pending in batch])
+		done: list[str] = []
+		for run, pending in batch:
+			with isolated() as block:
+				fire(run, pending, now, loaded=runs.get(run), mark=False)
+			if block.failed:
+				keep_error(run, pending, block.error, block.traceback)
+			else:
+				done += pending
+		mark_done(done)
+		commit()
+	except Exception:
+		frappe.db.rollback()
+		for run, pending in batch:
+			separately(lambda: fire_due(run, pending, now), title=f"Flow Run {run}: firing due steps failed")
+
+
+def fire(
+	run: str,
+	pending: list[str],
+	now: dt.datetime | None = None,
+	*,
+	loaded: Any = None,
+	mark: bool = True,
+) -> None:
+	"""Advance a run for its claimed rows (and `mark` them Done), in the caller's transaction.
+
+	`loaded`: the run as `lock_runs` loaded it, used while nothing has written it since."""
+	try:
+		result = advance_run(run, now=now, loaded=loaded)
+	except RunNotFound:
+		result = None
+	if mark:
+		mark_done(pending)
+	if result is not None and result.status not in FINISHED_RUN_STATUSES:
+		reschedule_early_rows(run, pending, result)
+
+
+def mark_done(rows: list[str]) -> None:
+	"""Claimed rows whose run fired: Done (a row no longer Running was not ours any more)."""
+	if not rows:
+		return
+	table = frappe.qb.DocType("Flow Step Pending")
+	(
+		frappe.qb.update(table)
+		.set(table.status, "Done")
+		.set(table.lease_until, None)
+		.set(table.modified, now_datetime())
+		.where(table.name.isin(rows) & (table.status == "Running"))
+	).run()
+
+
+def keep_error(run: str, pending: list[str], error: BaseException, traceback: str) -> None:
+	"""A run that failed to fire: its rows keep the error and stay Running for the lease to
+	expire and the next claim to retry; the traceback goes to the Error Log."""
+	table = frappe.qb.DocType("Flow Step Pending")
+	(
+		frappe.qb.update(table)
+		.set(table.last_error, f"{type(error).__name__}: {error}"[:1000])
+		.where(table.name.isin(pending))
+	).run()
+	frappe.log_error(title=f"Flow Run {run}: firing due steps failed", message=traceback)
 
 
 def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> None:
-	"""Advance a run for its claimed rows, then mark them Done in the same transaction.
+	"""Fire one run's claimed rows in a transaction of its own, and commit.
 
 	A deadlock (two transactions touching the same rows in another order) rolls the whole
 	transaction back, so trying again is safe; anything else leaves the rows Running for
@@ -173,19 +239,7 @@ def fire_due(run: str, pending: list[str], now: dt.datetime | None = None) -> No
 	table = frappe.qb.DocType("Flow Step Pending")
 	for attempt in range(1, DEADLOCK_RETRIES + 1):
 		try:
-			try:
-				result = advance_run(run, now=now)
-			except RunNotFound:
-				result = None
-			(
-				frappe.qb.update(table)
-				.set(table.status, "Done")
-				.set(table.lease_until, None)
-				.set(table.modified, now_datetime())
-				.where(table.name.isin(pending) & (table.status == "Running"))
-			).run()
-			if result is not None:
-				reschedule_early_rows(run, pending, result)
+			fire(run, pending, now)
 			commit()
 			return
 		except frappe.QueryDeadlockError:
@@ -212,7 +266,7 @@ def reschedule_early_rows(run: str, fired: list[str], result: Any) -> None:
 	open_rows = (
 		frappe.qb.from_(table)
 		.select(table.step_id)
-		.where((table.run == run) & table.status.isin(("Pending", "Running")))
+		.where((table.run == run) & table.status.isin(("Pending", "Running")) & table.name.notin(fired))
 		.run(pluck=True)
 	)
 	missing = [t for t in restored_timers(result.step_state) if t.step_id not in open_rows]

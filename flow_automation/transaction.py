@@ -1,7 +1,7 @@
 """Transactions, the way this app uses them: savepoints, commits and work after commit.
 
 - `isolated()`: a block in its own savepoint; an exception rolls back only that block's
-  writes and the messages it queued for the user, and is handed back, not raised.
+  writes, the messages and the after-commit work it queued, and is handed back, not raised.
 - `rolled_back()`: a block whose writes are always undone (dry runs), including the
   after-commit callbacks it queued.
 - `quiet_messages()`: drop what a block queued for the user's message box.
@@ -63,6 +63,7 @@ def isolated(catch: type[BaseException] | tuple[type[BaseException], ...] = Exce
 	"""
 	block = Block()
 	name = _savepoint_name()
+	callbacks = len(frappe.db.after_commit._functions)
 	with quiet_messages():
 		frappe.db.savepoint(name)
 		try:
@@ -71,6 +72,7 @@ def isolated(catch: type[BaseException] | tuple[type[BaseException], ...] = Exce
 			raise  # the server rolled back the whole transaction: nothing of it is left to keep
 		except catch as e:
 			frappe.db.rollback(save_point=name)
+			_drop_after_commit(callbacks)
 			block.error = e
 			block.traceback = frappe.get_traceback(with_context=False)
 		except BaseException:
@@ -91,9 +93,14 @@ def rolled_back() -> Iterator[None]:
 			yield
 		finally:
 			frappe.db.rollback(save_point=name)
-			# a savepoint rollback keeps after-commit callbacks: drop the ones the block added
-			while len(frappe.db.after_commit._functions) > callbacks:
-				frappe.db.after_commit._functions.pop()
+			_drop_after_commit(callbacks)
+
+
+def _drop_after_commit(keep: int) -> None:
+	"""A savepoint rollback keeps after-commit callbacks: drop those queued after the first `keep`
+	(the work of a block that was undone, e.g. the job that would start a run never written)."""
+	while len(frappe.db.after_commit._functions) > keep:
+		frappe.db.after_commit._functions.pop()
 
 
 def commit() -> None:

@@ -36,6 +36,7 @@ from flow_automation.runtime.store import (
 	add_timers,
 	has_active_run,
 	load_definition,
+	lock_runs,
 	log_step_event,
 	step_state,
 )
@@ -76,6 +77,7 @@ __all__ = [
 	"has_active_run",
 	"kick",
 	"load_definition",
+	"lock_runs",
 	"log_step_event",
 	"retry_steps",
 	"run_timeline",

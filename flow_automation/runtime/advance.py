@@ -27,7 +27,7 @@ from flow_automation.runtime.context import acting_as, build_context, flow_depth
 from flow_automation.runtime.host import FrappeHost
 from flow_automation.runtime.lifecycle import FinishedRun, notify_finished
 from flow_automation.runtime.start import FOR_EACH, kick, may_start
-from flow_automation.runtime.store import RunNotFound, load_definition, lock_run, persist
+from flow_automation.runtime.store import RunNotFound, fresh, load_definition, lock_run, persist
 
 KICK_QUEUE = "flow_automation_kick_queue"
 
@@ -40,10 +40,17 @@ def start_queued_run(run: str) -> None:
 
 
 def advance_run(
-	run_name: str, *, now: dt.datetime | None = None, events: Iterable[Event] = ()
+	run_name: str,
+	*,
+	now: dt.datetime | None = None,
+	events: Iterable[Event] = (),
+	loaded: Any = None,
 ) -> AdvanceResult | None:
-	"""Lock the run, apply `events`, run the engine's waves, persist once. None if finished."""
-	return advance_locked(lock_run(run_name), now=now, events=events)
+	"""Lock the run, apply `events`, run the engine's waves, persist once. None if finished.
+
+	`loaded`: the run as `lock_runs` already locked and loaded it, used while still fresh."""
+	run = loaded if loaded is not None and fresh(loaded) else lock_run(run_name)
+	return advance_locked(run, now=now, events=events)
 
 
 def advance_locked(

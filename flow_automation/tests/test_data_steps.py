@@ -334,7 +334,7 @@ class TestLookup(DataStepsTestCase):
 		)
 		result = runtime.simulate_template(template.name, reference_doctype="ToDo", reference_name=todo.name)
 		self.assertEqual(result.status, "Completed", result.error)
-		(find,) = [entry for entry in result.timeline if entry.step_id == "find"]
+		(find,) = (entry for entry in result.timeline if entry.step_id == "find")
 		self.assertEqual(find.branch, "found")
 		self.assertEqual(find.output["doc"]["description"], "Dry run reads me")
 		self.assertIn(
@@ -555,7 +555,7 @@ class TestRunScript(DataStepsTestCase):
 			with server_scripts(True):
 				result = runtime.simulate_template(template.name)
 				self.assertEqual(result.status, "Completed", result.error)
-				(compute,) = [entry for entry in result.timeline if entry.step_id == "compute"]
+				(compute,) = (entry for entry in result.timeline if entry.step_id == "compute")
 				note = compute.output["note"]
 				self.assertTrue(note)
 				self.assertFalse(frappe.db.exists("Note", note))  # rolled back

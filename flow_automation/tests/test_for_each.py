@@ -506,7 +506,7 @@ class TestForEach(FlowTestCase):
 		)
 		result = runtime.simulate_template(parent.name, variables={"todos": todos})
 		self.assertEqual(result.status, "Completed")
-		(call,) = [c for c in result.calls if c["step"] == "each"]
+		(call,) = (c for c in result.calls if c["step"] == "each")
 		self.assertEqual(
 			(call["action"], call["count"], call["items"], call["concurrency"], call["wait"]),
 			("start sub-flows", 7, todos[:5], 2, True),
@@ -524,7 +524,7 @@ class TestForEach(FlowTestCase):
 		run = start(parent)
 		self.assertEqual(statuses(run), ["Waiting", "Queued", "Queued", "Queued"])
 		for _ in range(4):
-			(active,) = [c for c in children(run) if c.status in ACTIVE]
+			(active,) = (c for c in children(run) if c.status in ACTIVE)
 			runtime.complete_step(active.name, "gate", {})
 		self.assertEqual(statuses(run), ["Completed"] * 4)
 		self.assertEqual(run_status(run), "Completed")

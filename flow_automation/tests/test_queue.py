@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import frappe
 from frappe.utils.background_jobs import get_queue
 
-from flow_automation.transaction import FLOW_QUEUE, enqueue, flow_queue
 from flow_automation.tests.utils import FlowTestCase
+from flow_automation.transaction import FLOW_QUEUE, enqueue, flow_queue
 
 JOB = "flow_automation.runtime.advance.start_queued_run"
 

@@ -388,7 +388,6 @@ class TestGuardRails(TriggerTestCase):
 		self.assertTrue(frappe.db.exists("Note", {"title": ("like", f"New {todo.name} %")}))
 
 	def test_max_concurrent_runs_queues_the_extra_runs(self):
-
 		make_template(
 			GATE_STEP,
 			trigger={"type": "Named Event", "event_pattern": "slot.*"},
@@ -402,7 +401,6 @@ class TestGuardRails(TriggerTestCase):
 		self.assertEqual(frappe.db.get_value("Flow Run", second, "status"), "Waiting")
 
 	def test_circuit_breaker_disables_a_template_after_consecutive_failures(self):
-
 		template = make_template(
 			[
 				{

@@ -114,9 +114,9 @@ def test_a_valid_payload_has_no_issues():
 )
 def test_payload_problems_name_the_field(payload, pointer, words):
 	found = issues(payload)
-	assert any(step == "each" and where == pointer and words in message for step, where, message in found), (
-		found
-	)
+	assert any(
+		step == "each" and where == pointer and words in message for step, where, message in found
+	), found
 
 
 def test_a_child_on_branch_some_failed_is_valid():

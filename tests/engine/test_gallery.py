@@ -197,9 +197,9 @@ def test_each_fixture_validates_and_simulates(name):
 	result = run(name)
 	assert result.status == SAMPLES[name][2], (result.status, result.error)
 	missing = [s for s in SAMPLES[name][1] if s not in executed(result)]
-	assert not missing, (
-		f"{name}: {missing} did not execute; timeline: {[e.as_dict() for e in result.timeline]}"
-	)
+	assert (
+		not missing
+	), f"{name}: {missing} did not execute; timeline: {[e.as_dict() for e in result.timeline]}"
 
 
 def test_todo_escalation_reads_todos_due_before_today_and_reminds_each():

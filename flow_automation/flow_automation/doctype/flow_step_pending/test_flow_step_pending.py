@@ -250,16 +250,16 @@ class TestRecovery(FlowTestCase):
 
 	def test_one_run_that_fails_to_fire_never_stops_the_others_and_keeps_its_error(self):
 		broken, *fine = self.due_runs(3)
-		real = scheduler.fire_due
+		real = scheduler.fire
 
-		def fire_due(run, pending, now=None):
+		def fire(run, pending, now=None, **kw):
 			if run == broken:
 				frappe.db.set_value("Flow Run", run, "error", "half-written")  # undone with the rest
 				raise RuntimeError("the database went away")
-			return real(run, pending, now=now)
+			return real(run, pending, now, **kw)
 
 		errors = frappe.db.count("Error Log")
-		with patch("flow_automation.scheduler.fire_due", fire_due):
+		with patch("flow_automation.scheduler.fire", fire):
 			self.assertEqual(run_due(), 3)
 		for run in fine:
 			self.assertEqual(step_status(run), {"nap": "done"})
@@ -298,6 +298,76 @@ class TestRecovery(FlowTestCase):
 		self.assertEqual(calls, [run, run])
 		self.assertEqual(step_status(run), {"nap": "done"})
 		self.assertEqual(pending(run, status="Done")[0].step_id, "nap")
+
+	def claim(self) -> list[tuple[str, list[str]]]:
+		begin_claim_transaction()
+		claimed = claim_due()
+		frappe.db.commit()
+		return [(row.run, [row.name]) for row in claimed]
+
+	def test_a_group_that_cannot_commit_is_fired_again_one_run_at_a_time_each_once(self):
+		runs = self.due_runs(3)
+		batch = [b for b in self.claim() if b[0] in runs]
+		self.assertEqual(len(batch), 3)
+		real = scheduler.commit
+		commits = []
+
+		def commit():
+			commits.append(1)
+			if len(commits) == 1:  # the group's one commit: the connection drops
+				raise frappe.db.OperationalError(2013, "Lost connection to server during query")
+			real()
+
+		with patch("flow_automation.scheduler.commit", commit):
+			scheduler.fire_due_many(batch)
+		self.assertEqual(len(commits), 1 + 3)  # the group's, then one per run
+		for run in runs:
+			self.assertEqual(step_status(run), {"nap": "done"})
+			self.assertEqual(pending(run, status="Done")[0].step_id, "nap")
+			self.assertEqual(
+				frappe.db.count("Flow Step Log", {"run": run, "step_id": "nap", "status": "Success"}), 1
+			)
+
+	def test_a_run_undone_in_its_group_leaves_no_work_after_commit(self):
+		broken, fine = self.due_runs(2)
+		batch = [b for b in self.claim() if b[0] in (broken, fine)]
+		real = scheduler.fire
+		queued = []
+
+		def fire(run, pending, now=None, **kw):
+			real(run, pending, now, **kw)
+			frappe.db.after_commit.add(lambda: queued.append(run))  # e.g. a job for a sub-flow
+			if run == broken:
+				raise RuntimeError("failed after its advance")
+
+		with patch("flow_automation.scheduler.fire", fire):
+			scheduler.fire_due_many(batch)
+		self.assertEqual(queued, [fine])
+		self.assertEqual(step_status(fine), {"nap": "done"})
+		self.assertEqual(step_status(broken), {"nap": "scheduled"})  # undone: its lease retries it
+		self.assertEqual(len(pending(broken, status="Running")), 1)
+
+	def test_a_parent_resumed_by_its_child_in_the_same_group_is_not_overwritten_by_its_own_row(self):
+		nap = {"kind": "wait", "trigger": {"type": "after_delay", "minutes": 1}, "payload": {}}
+		child = make_template([{"id": "child_nap", **nap}])
+		parent = make_template(
+			[
+				{"id": "sub", "kind": "start_flow", "payload": {"template": child.name, "wait": True}},
+				{"id": "nap", **nap},
+			]
+		)
+		with self.freeze_time(add_to_date(now_datetime(), minutes=-5)):
+			run = runtime.start_run(parent.name, advance="now")
+		frappe.db.commit()
+		child_run = frappe.db.get_value("Flow Run", {"parent_run": run}, "name")
+		claimed = dict(self.claim())
+		# the child fires first and resumes its parent; then the parent's own row, whose run the
+		# group loaded before the child changed it
+		batch = [(child_run, claimed[child_run]), (run, claimed[run])]
+		scheduler.fire_due_many(batch)
+		self.assertEqual(step_status(child_run), {"child_nap": "done"})
+		self.assertEqual(step_status(run), {"sub": "done", "nap": "done"})
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed")
 
 	def test_a_failing_part_of_the_minute_cron_is_logged_and_the_other_parts_still_run(self):
 		[run] = self.due_runs(1)
