@@ -16,7 +16,7 @@ from frappe.utils import get_test_client
 from frappe.utils.background_jobs import get_queue
 
 from flow_automation.channels.whatsapp import FakeGraphAPI
-from flow_automation.tests.utils import FlowTestCase
+from flow_automation.tests.utils import FlowTestCase, make_template
 from flow_automation.tests.whatsapp_utils import (
 	SAMPLES,
 	TOKEN,
@@ -26,6 +26,7 @@ from flow_automation.tests.whatsapp_utils import (
 	signed,
 	status_update,
 )
+from flow_automation.triggers import clear_trigger_cache
 from flow_automation.whatsapp import accounts, routing
 
 URL = "/api/method/flow_automation.whatsapp.api.webhook"
@@ -138,6 +139,93 @@ class TestWebhookRequests(FlowTestCase):
 		self.wamids.append(message_id)
 		self.assertEqual(self.post(raw, signed(raw)[1]).status_code, 200)
 		self.assertEqual(self.stored(message_id), 1)
+
+
+class TestAnsweredAfterTheResponse(FlowTestCase):
+	"""A message a flow will answer is routed, and its run started, right after the webhook's
+	200 in the web worker that stored it (Frappe's after_response): no background job and no
+	worker stand between the message and the reply. No worker runs here, so a reply at all
+	proves it."""
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		cls.client = get_test_client(use_cookies=False)
+		cls.graph = FakeGraphAPI(access_token=TOKEN).start()
+		make_account(cls.graph, ACCOUNT)
+		cls.template = make_template(
+			[
+				{
+					"id": "reply",
+					"kind": "send_whatsapp",
+					"payload": {"to": "{{ contact.number }}", "mode": "text", "text": "Here is the menu"},
+				}
+			],
+			trigger={"type": "WhatsApp Message", "keywords": ["menu"]},
+		)
+		frappe.db.commit()
+		clear_trigger_cache()
+		cls.wamids: list[str] = []
+
+	@classmethod
+	def tearDownClass(cls):
+		frappe.db.rollback()
+		runs = frappe.get_all("Flow Run", filters={"template": cls.template.name}, pluck="name")
+		for doctype in ("Flow Step Log", "Flow Step Pending", "WhatsApp Message"):
+			frappe.db.delete(doctype, {"run": ("in", runs or ["-"])})
+		frappe.db.delete("Flow Run", {"template": cls.template.name})
+		frappe.db.delete("WhatsApp Message", {"contact_number": NUMBER})
+		frappe.db.delete("WhatsApp Conversation", {"name": NUMBER})
+		frappe.delete_doc("Flow Template", cls.template.name, force=True, ignore_permissions=True)
+		frappe.delete_doc("WhatsApp Account", ACCOUNT, force=True, ignore_permissions=True)
+		frappe.db.commit()
+		accounts.clear_account_cache()
+		clear_trigger_cache()
+		_remove_jobs(cls.wamids)
+		for run in runs:
+			job = get_queue("default").fetch_job(f"{frappe.local.site}::flow_automation:start:{run}")
+			if job:
+				job.delete()
+		cls.graph.stop()
+		super().tearDownClass()
+
+	def post(self, text: str) -> tuple[int, str]:
+		body = inbound_message(text, number=NUMBER)
+		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+		self.wamids.append(message_id)
+		raw, signature = signed(body)
+		response = make_request(
+			target=self.client.post,
+			args=(URL,),
+			# buffered: the response is read and closed in the request's thread, as a server does
+			# once it has sent it; that is when Frappe runs after_response
+			kwargs={
+				"data": raw,
+				"headers": {"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+				"buffered": True,
+			},
+		)
+		self.assertEqual(response.status_code, 200)
+		frappe.db.rollback()  # see what the request's own connection committed
+		return message_id
+
+	def test_a_keyword_is_answered_right_after_the_200_without_a_job(self):
+		message_id = self.post("menu")
+		replies = [m for m in self.graph.sent_messages if m.get("to") == NUMBER.lstrip("+")]
+		self.assertEqual([m["text"]["body"] for m in replies], ["Here is the menu"])
+		row = frappe.db.get_value(
+			"WhatsApp Message", {"wamid": message_id}, ["processing_status", "run"], as_dict=True
+		)
+		self.assertEqual(row.processing_status, "Done")
+		self.assertEqual(frappe.db.get_value("Flow Run", row.run, "status"), "Completed")
+		self.assertFalse(_queued_jobs([message_id]))  # no processing job: it was done in the request
+
+	def test_a_message_no_flow_answers_is_left_to_the_job(self):
+		message_id = self.post("just saying hello")
+		self.assertEqual(
+			frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, "processing_status"), "Pending"
+		)
+		self.assertTrue(_queued_jobs([message_id]))
 
 
 def _queued_jobs(wamids: list[str]) -> list:

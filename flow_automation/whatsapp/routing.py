@@ -13,6 +13,12 @@ Per message, in order:
 Inbound rows carry `processing_status` (Pending → Processing → Done / Failed) and an
 `outcome` saying what the message did: a lost job leaves Pending rows that the minute cron
 drains, and a failure is stored on the row and in the Error Log, never dropped.
+
+A message a flow will answer (a keyword that starts one, or a reply to a waiting question)
+is not left to a background job: `answer_now` routes it right after the webhook's 200, in the
+web worker that stored it (Frappe's `after_response`), and starts the run it queued there
+too, so the bot's reply does not wait for two jobs to fork and start. Everything else goes
+to `process_delivery` as a job.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from frappe.utils import add_to_date, now_datetime
 
 from flow_automation.engine import REPLY, Outcome, waiting_for
 from flow_automation.roles import as_system
-from flow_automation.runtime import complete_step, step_state
-from flow_automation.transaction import commit, isolated
-from flow_automation.triggers import dispatch_whatsapp_message
+from flow_automation.runtime import complete_step, start_queued_run, step_state
+from flow_automation.transaction import commit, isolated, separately
+from flow_automation.triggers import dispatch_whatsapp_message, whatsapp_templates_for
 from flow_automation.whatsapp import conversations
 from flow_automation.whatsapp.delivery_status import MESSAGE, apply_reports
 from flow_automation.whatsapp.media import enqueue_media_download
@@ -53,14 +59,46 @@ def process_delivery(
 		apply_reports(failed or (), template_updates or ())
 		commit()
 	if wamids:
-		names = frappe.get_all(
-			MESSAGE,
-			filters={"wamid": ("in", list(wamids)), "direction": "Inbound", "processing_status": "Pending"},
-			order_by="received_at asc, creation asc",
-			pluck="name",
-		)
-		for name in names:
+		for name in _pending(wamids):
 			process_message(name)
+
+
+def answers_soon(text: str | None, number: str, account: str | None) -> bool:
+	"""Whether a flow will answer this inbound message: its text starts a keyword flow, or its
+	contact has a question waiting. Cheap (the cached keyword index, one indexed read), as it
+	runs inside the webhook's request."""
+	if text and text.strip() and whatsapp_templates_for(text.strip(), account):
+		return True
+	return bool(frappe.db.get_value(conversations.DOCTYPE, number, "waiting_run"))
+
+
+def answer_now(wamids: list[str]) -> None:
+	"""Route these stored messages and start the runs they queued, at once, each in its own
+	transaction (Frappe's `after_response`: the webhook has answered Meta already).
+
+	Never raises: what is left undone (an error, the process killed) stays Pending, and the
+	minute cron's `drain` routes it later.
+	"""
+	try:
+		as_system()
+		for name in _pending(wamids):
+			values = process_message(name)
+			run = (values or {}).get("run")
+			if run and not values.get("step_id"):  # it started a run (a reply resumes inline)
+				separately(lambda: start_queued_run(run), title=f"WhatsApp: starting {run} failed")
+	except Exception:
+		frappe.db.rollback()
+		frappe.log_error(title="WhatsApp: answering inbound messages after the webhook failed")
+		commit()
+
+
+def _pending(wamids: list[str]) -> list[str]:
+	return frappe.get_all(
+		MESSAGE,
+		filters={"wamid": ("in", list(wamids)), "direction": "Inbound", "processing_status": "Pending"},
+		order_by="received_at asc, creation asc",
+		pluck="name",
+	)
 
 
 def drain(now: dt.datetime | None = None) -> int:
@@ -107,10 +145,11 @@ def _claim(name: str) -> bool:
 	return claimed
 
 
-def process_message(name: str) -> None:
-	"""Route one stored inbound message; its outcome is written on the row."""
+def process_message(name: str) -> dict[str, Any] | None:
+	"""Route one stored inbound message; its outcome is written on the row and returned
+	(None if another job had it, it was done already, or routing failed)."""
 	if not _claim(name):
-		return  # another job has it, or it is done
+		return None  # another job has it, or it is done
 	message = frappe.get_doc(MESSAGE, name)
 	with isolated() as block:
 		values = route(message)
@@ -124,11 +163,13 @@ def process_message(name: str) -> None:
 		frappe.log_error(
 			title=f"WhatsApp: inbound message {name} could not be processed", message=block.traceback
 		)
-	else:
-		frappe.db.set_value(MESSAGE, name, {"processing_status": "Done", "processing_error": None, **values})
-		if message.media_id:
-			enqueue_media_download(message)  # its own job, once this message's routing has committed
+		commit()
+		return None
+	frappe.db.set_value(MESSAGE, name, {"processing_status": "Done", "processing_error": None, **values})
+	if message.media_id:
+		enqueue_media_download(message)  # its own job, once this message's routing has committed
 	commit()
+	return values
 
 
 def reply_of(message: Any) -> dict[str, Any]:

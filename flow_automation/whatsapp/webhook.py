@@ -3,7 +3,9 @@
 The webhook does as little as possible: check the signature over the raw bytes, insert each
 message with `INSERT IGNORE` on its unique wamid (a redelivery changes nothing), move each
 delivery status forward in one conditional UPDATE (unknown wamids match no row), and
-enqueue `routing.process_delivery` after commit, which does the rest (see `routing`).
+enqueue `routing.process_delivery` after commit, which does the rest (see `routing`). A
+message a flow will answer is routed right after the response instead, in this process
+(`routing.answer_now`), so the reply is not two background jobs away.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from flow_automation.channels.whatsapp import (
 	verify_subscription,
 )
 from flow_automation.transaction import enqueue
-from flow_automation.whatsapp import accounts, early_statuses
+from flow_automation.whatsapp import accounts, early_statuses, routing
 from flow_automation.whatsapp.delivery_status import MESSAGE, STATUS_TIME_FIELD, apply_status
 
 INSERT_FIELDS = (
@@ -120,6 +122,8 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 	if batch.problems:
 		_log_problems(batch, raw)
 	wamids = store_messages(batch.messages, account)
+	soon = answer_after_response(batch.messages, account)
+	wamids = [w for w in wamids if w not in soon]
 	failed = store_statuses(batch.statuses)
 	template_updates = [
 		{
@@ -141,6 +145,29 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 			template_updates=template_updates,
 		)
 	return 200, "OK"
+
+
+def answer_after_response(messages: list[InboundMessage], signer: Mapping[str, Any]) -> set[str]:
+	"""The wamids of the messages a flow will answer, handed to `routing.answer_now` to run
+	right after the response (Frappe's `request.after_response`), once this request has
+	committed them. Outside a web request (a job, a test calling `receive`) there is no such
+	moment: nothing is taken, and the processing job does it all."""
+	request = getattr(frappe.local, "request", None)
+	after_response = getattr(request, "after_response", None)
+	if after_response is None:
+		return set()
+	soon = [
+		message.wamid
+		for message in messages
+		if routing.answers_soon(
+			_body(message) if message.type in routing.WORDS else None,
+			_e164(message.from_number),
+			(accounts.account_for_phone_number_id(message.phone_number_id) or signer)["name"],
+		)
+	]
+	if soon:
+		after_response.add(lambda: routing.answer_now(soon))
+	return set(soon)
 
 
 def _log_problems(batch: WebhookBatch, raw: bytes) -> None:
