@@ -69,7 +69,11 @@ def answers_soon(text: str | None, number: str, account: str | None) -> bool:
 	runs inside the webhook's request."""
 	if text and text.strip() and whatsapp_templates_for(text.strip(), account):
 		return True
-	return bool(frappe.db.get_value(conversations.DOCTYPE, number, "waiting_run"))
+	# plain SQL: get_value with a field list builds its query through sqlparse (~0.5 ms here)
+	waiting = frappe.db.sql(
+		f"select waiting_run from `tab{conversations.DOCTYPE}` where name = %s", number, pluck=True
+	)
+	return bool(waiting and waiting[0])
 
 
 def answer_now(wamids: list[str]) -> None:

@@ -12,6 +12,7 @@ new ranges that the bundled metadata does not know yet, and Meta's own test numb
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -108,10 +109,16 @@ def from_wa_id(wa_id: str) -> str:
 	"""Return E.164 for a wa_id Meta sent ("16505551234"), always read as international."""
 	if not isinstance(wa_id, str) or not _WA_ID.match(wa_id.strip()):
 		raise InvalidPhoneNumber(wa_id, "a wa_id is 6 to 15 digits")
-	digits = wa_id.strip().lstrip("+")
+	return _from_digits(wa_id.strip().lstrip("+"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_digits(digits: str) -> str:
+	# Cached: parsed for every inbound message on the webhook's request path. An invalid
+	# number raises again each time (exceptions are not cached).
 	number = _pick([(_fold_mexican_mobile("+" + digits), None)])
 	if number is None:
-		raise InvalidPhoneNumber(wa_id, "not a possible phone number")
+		raise InvalidPhoneNumber(digits, "not a possible phone number")
 	return _fold_mexican_mobile(_e164(number))
 
 
