@@ -12,8 +12,10 @@ from typing import Any
 import frappe
 from frappe import _
 from frappe.utils import add_days, add_to_date, cint, flt, now_datetime, nowdate
+from frappe.utils.background_jobs import get_queue, get_workers
 
 from flow_automation.roles import FLOW_MANAGER_ROLES, FLOW_USER_ROLES, requires_roles
+from flow_automation.transaction import flow_queue
 
 # The minute cron, as hooks.py registers it (its Scheduled Job Type has this method).
 CRON_METHOD = "flow_automation.scheduler.every_minute"
@@ -57,10 +59,21 @@ def get_scheduler_status() -> dict[str, Any]:
 		"developer_mode": bool(frappe.conf.developer_mode),
 		"last_cron_run": frappe.db.get_value("Scheduled Job Type", {"method": CRON_METHOD}, "last_execution"),
 		**pending_counts(now_datetime()),
+		**queue_status(),
 	}
 	status["problems"] = scheduler_problems(status)
 	status["healthy"] = not status["problems"]
 	return status
+
+
+def queue_status() -> dict[str, Any]:
+	"""The RQ queue flow jobs go to and how many workers listen on it (None: Redis unreachable)."""
+	queue = flow_queue()
+	try:
+		workers = len(get_workers(get_queue(queue)))
+	except Exception:
+		workers = None
+	return {"queue": queue, "queue_workers": workers}
 
 
 def pending_counts(now: datetime) -> dict[str, Any]:
@@ -133,8 +146,8 @@ def scheduler_problems(status: dict[str, Any]) -> list[dict[str, str]]:
 			{
 				"title": _("Steps are overdue although the scheduler is on"),
 				"detail": _(
-					"Check that the bench's scheduler process and a worker for the default queue are running."
-				),
+					"Check that the bench's scheduler process and a worker for the {0} queue are running."
+				).format(status["queue"]),
 				"fix": "bench doctor",
 			}
 		)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import frappe
 from frappe.utils.background_jobs import get_queue
 
+from flow_automation.desk import get_scheduler_status
 from flow_automation.tests.utils import FlowTestCase
 from flow_automation.transaction import FLOW_QUEUE, enqueue, flow_queue
 
@@ -81,3 +82,12 @@ class TestFlowQueue(FlowTestCase):
 			enqueue(JOB, job_id="fa-queue-test-4", timeout=42, run="no-such-run")
 			job = self.take_job(FLOW_QUEUE, "fa-queue-test-4")
 		self.assertEqual(job.timeout, 42)
+
+	def test_the_settings_page_says_which_queue_and_how_many_workers_listen(self):
+		with workers(None):
+			status = get_scheduler_status()
+		self.assertEqual(status["queue"], "default")
+		self.assertIsInstance(status["queue_workers"], int)
+		with workers({FLOW_QUEUE: {}}):
+			status = get_scheduler_status()
+		self.assertEqual((status["queue"], status["queue_workers"]), (FLOW_QUEUE, 0))

@@ -69,6 +69,10 @@
 								[s.dormant_days]
 						  )
 				}
+				<br>${__("Flow jobs go to the {0} queue; workers listening: {1}.", [
+					`<b>${esc(s.queue)}</b>`,
+					s.queue_workers == null ? __("unknown (Redis unreachable)") : s.queue_workers,
+				])}
 				<br>${__("Minute cron last ran: {0}", [
 					s.last_cron_run
 						? esc(frappe.datetime.comment_when(s.last_cron_run))
