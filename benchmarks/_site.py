@@ -6,6 +6,7 @@ up fixtures, and starts and stops the helper processes. It is also the entry poi
 processes:
 
 	python _site.py worker QUEUE                          a real RQ worker (Frappe's start_worker)
+	python _site.py worker-all QUEUE                      the same, its jobs' own jobs kept on QUEUE
 	python _site.py scheduler QUEUE STOP_FILE OUT_FILE OFFSET   a "cron" calling run_due() in a loop
 
 The app enqueues its jobs on Frappe's "default" queue. The queue is shared with the rest of
@@ -352,6 +353,81 @@ def foreign_workers(queues: tuple[str, ...] = ("default",)) -> int:
 	return sum(1 for w in Worker.all(connection=get_redis_conn()) if names & set(w.queue_names()))
 
 
+# Every queue the app's jobs may name: Frappe's three standard ones, and the app's own when the
+# bench declares it (flow_automation.transaction.flow_queue).
+APP_QUEUES = ("default", "short", "long", "flow_automation")
+
+
+def use_queue_for_all(queue: str, on_enqueue=None) -> None:
+	"""As `use_queue`, for every queue in APP_QUEUES: the webhook's processing job ("short"), a
+	run's start job ("default"), a media download ("long") all go to `queue`, in this process
+	and in the processes it forks (gunicorn's workers, RQ's work horses)."""
+	from frappe.utils import background_jobs
+
+	if getattr(background_jobs, "_flowbench_all_queues", None):
+		return
+	background_jobs._flowbench_all_queues = queue
+	if not getattr(background_jobs, "_flowbench_queue", None):
+		background_jobs._flowbench_queue = queue  # a later use_queue() changes nothing
+	original_timeouts = background_jobs.get_queues_timeout
+	original_enqueue = background_jobs.enqueue
+
+	def get_queues_timeout():
+		return {**original_timeouts(), queue: 600}
+
+	def enqueue(method, queue_=None, *args, **kwargs):
+		name = kwargs.pop("queue", queue_) or "default"
+		if name in APP_QUEUES:
+			name = queue
+		job = original_enqueue(method, name, *args, **kwargs)
+		if on_enqueue:
+			on_enqueue(kwargs, job)
+		return job
+
+	background_jobs.get_queues_timeout = get_queues_timeout
+	background_jobs.enqueue = enqueue
+
+
+def job_records(queue: str) -> list[dict[str, Any]]:
+	"""The private queue's finished and failed jobs that RQ still keeps (finished ones for
+	Frappe's rq_results_ttl, 10 minutes): method, its kwargs, status, worker and RQ's naive UTC
+	timestamps (enqueued_at; started_at, in the work horse just before the job; ended_at)."""
+	from rq.job import Job
+	from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
+	q = rq_queue(queue)
+	ids: list[str] = []
+	for cls in (FinishedJobRegistry, FailedJobRegistry):
+		ids += cls(q.name, connection=q.connection).get_job_ids()
+	records = []
+	for start in range(0, len(ids), 500):
+		for job in Job.fetch_many(ids[start : start + 500], connection=q.connection):
+			if job is None:
+				continue
+			kwargs = job.kwargs or {}
+			records.append(
+				{
+					"method": kwargs.get("method") or "",
+					"kwargs": kwargs.get("kwargs") or {},
+					"status": job.get_status(refresh=False),
+					"worker": job.worker_name,
+					"enqueued_at": job.enqueued_at,
+					"started_at": job.started_at,
+					"ended_at": job.ended_at,
+				}
+			)
+	return records
+
+
+def wsgi_app():
+	"""A gunicorn app (`--pythonpath benchmarks "_site:wsgi_app()"`): Frappe's own WSGI
+	application, every job it enqueues sent to the private queue $FLOW_BENCH_QUEUE."""
+	from frappe.app import application
+
+	use_queue_for_all(os.environ["FLOW_BENCH_QUEUE"])
+	return application
+
+
 # --- processes --------------------------------------------------------------------------------
 
 
@@ -373,8 +449,10 @@ class Processes:
 		self.procs.append(proc)
 		return proc
 
-	def worker(self, queue: str, log_name: str) -> subprocess.Popen:
-		return self.start([PYTHON, os.path.join(HERE, "_site.py"), "worker", queue], log_name)
+	def worker(self, queue: str, log_name: str, **env_vars: str) -> subprocess.Popen:
+		"""`env_vars`: e.g. FRAPPE_REDIS_QUEUE / FRAPPE_REDIS_CACHE, Frappe's own overrides of the
+		site's Redis (a private redis-server, see RedisServer)."""
+		return self.start([PYTHON, os.path.join(HERE, "_site.py"), "worker", queue], log_name, **env_vars)
 
 	def scheduler(
 		self,
@@ -385,15 +463,38 @@ class Processes:
 		offset: float,
 		idle_interval: float,
 		go_file: str = "",
+		**env_vars: str,
 	) -> subprocess.Popen:
 		"""A "cron" process; after a run_due() call that claimed nothing it sleeps `idle_interval` s.
 
-		With `go_file` it makes its first call as soon as that file exists.
+		With `go_file` it makes its first call as soon as that file exists. `env_vars`: see
+		scheduler_main (FLOW_BENCH_LEASE_SECONDS, FLOW_BENCH_RUNS_PER_JOB) and worker().
 		"""
 		args = [PYTHON, os.path.join(HERE, "_site.py"), "scheduler", queue, stop_file, out_file, str(offset)]
 		return self.start(
-			args, log_name, FLOW_BENCH_CRON_INTERVAL=str(idle_interval), FLOW_BENCH_GO_FILE=go_file
+			args,
+			log_name,
+			FLOW_BENCH_CRON_INTERVAL=str(idle_interval),
+			FLOW_BENCH_GO_FILE=go_file,
+			**env_vars,
 		)
+
+	def gunicorn(self, port: int, log_name: str, workers: int = 2, **env_vars: str) -> subprocess.Popen:
+		"""The site served by the bench's gunicorn on a loopback port (as `bench serve` would)."""
+		args = [
+			os.path.join(BENCH, "env", "bin", "gunicorn"),
+			"-b",
+			f"127.0.0.1:{port}",
+			"-w",
+			str(workers),
+			"-t",
+			"120",
+			"--preload",
+			"--log-level",
+			"warning",
+			"frappe.app:application",
+		]
+		return self.start(args, log_name, **env_vars)
 
 	@staticmethod
 	def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> list[int]:
@@ -436,6 +537,90 @@ class Processes:
 		return alive
 
 
+def free_port() -> int:
+	import socket
+
+	with socket.socket() as s:
+		s.bind(("127.0.0.1", 0))
+		return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60, **headers: str) -> bool:
+	"""Until `url` answers 200 (a server just started)."""
+	import requests
+
+	deadline = time.monotonic() + timeout
+	while time.monotonic() < deadline:
+		try:
+			if requests.get(url, headers=headers, timeout=2).ok:
+				return True
+		except requests.RequestException:
+			pass
+		time.sleep(0.3)
+	return False
+
+
+class RedisServer:
+	"""A private redis-server on a loopback port, for fault tests: stopped and started again on
+	the same port (by its own PID; the bench's Redis is never touched). Point processes at it
+	with Frappe's own overrides of the site's Redis: `RedisServer.env(queue=..., cache=...)`."""
+
+	def __init__(self, log_dir: str, name: str = "redis"):
+		self.port = free_port()
+		self.log = os.path.join(log_dir, f"{name}-{self.port}.log")
+		self.proc: subprocess.Popen | None = None
+
+	@property
+	def url(self) -> str:
+		return f"redis://127.0.0.1:{self.port}"
+
+	@staticmethod
+	def env(queue: RedisServer | None = None, cache: RedisServer | None = None) -> dict[str, str]:
+		"""FRAPPE_REDIS_QUEUE / FRAPPE_REDIS_CACHE (frappe.get_site_config reads them first)."""
+		env = {}
+		if queue:
+			env["FRAPPE_REDIS_QUEUE"] = queue.url
+		if cache:
+			env["FRAPPE_REDIS_CACHE"] = cache.url
+		return env
+
+	def start(self) -> RedisServer:
+		import redis
+
+		with open(self.log, "ab") as log:
+			self.proc = subprocess.Popen(
+				[
+					"redis-server",
+					"--bind",
+					"127.0.0.1",
+					"--port",
+					str(self.port),
+					"--save",
+					"",
+					"--appendonly",
+					"no",
+				],
+				stdout=log,
+				stderr=subprocess.STDOUT,
+				start_new_session=True,
+			)
+		client = redis.Redis(port=self.port)
+		deadline = time.monotonic() + 10
+		while time.monotonic() < deadline:
+			with contextlib.suppress(redis.exceptions.ConnectionError):
+				if client.ping():
+					return self
+			time.sleep(0.05)
+		raise RuntimeError(f"redis-server on port {self.port} did not start (see {self.log})")
+
+	def stop(self) -> None:
+		"""SIGKILL: an outage, not a shutdown (nothing saved; it comes back empty)."""
+		if self.proc and self.proc.poll() is None:
+			self.proc.kill()
+			self.proc.wait(timeout=10)
+		self.proc = None
+
+
 def children(pid: int) -> list[int]:
 	try:
 		with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -458,6 +643,18 @@ def worker_main(queue: str) -> None:
 	frappe.destroy()
 
 
+def worker_for_all_main(queue: str) -> None:
+	"""As worker_main, with use_queue_for_all: the jobs its jobs enqueue stay on the private
+	queue whichever standard queue they name."""
+	import frappe
+	from frappe.utils import background_jobs
+
+	os.chdir(SITES)
+	use_queue_for_all(queue)
+	background_jobs.start_worker(queue=queue, quiet=True)
+	frappe.destroy()
+
+
 def fired_rows(kwargs: dict[str, Any]) -> list[str]:
 	"""The Flow Step Pending rows a fire job was handed (fire_due_many's batch, or fire_due's)."""
 	if kwargs.get("batch"):
@@ -472,10 +669,18 @@ def scheduler_main(queue: str, stop_file: str, out_file: str, offset: str) -> No
 
 	Records every fire job handed to RQ (the rows in it, and whether RQ's deduplication
 	dropped it) so double hand-outs can be counted afterwards.
+
+	FLOW_BENCH_LEASE_SECONDS=<n>: leases of n seconds on the benchmark clock, so they run out
+	for this cron after n real seconds (instead of real_time_leases: a lease that ends on the
+	real clock never ends for a cron on the benchmark clock). The rows it holds are then
+	expired for a cron on the real clock: use it for a few rows, briefly.
+	FLOW_BENCH_RUNS_PER_JOB=<n>: fire jobs of at most n runs (scheduler.RUNS_PER_JOB).
 	"""
 	import frappe
 
 	interval = float(os.environ.get("FLOW_BENCH_CRON_INTERVAL") or 60)
+	short_lease = int(os.environ.get("FLOW_BENCH_LEASE_SECONDS") or 0)
+	runs_per_job = int(os.environ.get("FLOW_BENCH_RUNS_PER_JOB") or 0)
 	enqueued: list[list[Any]] = []
 
 	def on_enqueue(kwargs, job):
@@ -492,8 +697,15 @@ def scheduler_main(queue: str, stop_file: str, out_file: str, offset: str) -> No
 	while not os.path.exists(stop_file):
 		try:
 			connect()
-			real_time_leases(float(offset))
+			from flow_automation import scheduler
 			from flow_automation.scheduler import run_due
+
+			if short_lease:
+				scheduler.lease_seconds = lambda: short_lease
+			else:
+				real_time_leases(float(offset))
+			if runs_per_job:
+				scheduler.RUNS_PER_JOB = runs_per_job
 
 			n = run_due(now=bench_now(float(offset)))
 			frappe.db.commit()
@@ -528,6 +740,8 @@ if __name__ == "__main__":
 	sys.path.insert(0, HERE)
 	if sys.argv[1:2] == ["worker"]:
 		worker_main(sys.argv[2])
+	elif sys.argv[1:2] == ["worker-all"]:
+		worker_for_all_main(sys.argv[2])
 	elif sys.argv[1:2] == ["scheduler"]:
 		scheduler_main(*sys.argv[2:6])
 	else:

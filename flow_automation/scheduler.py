@@ -16,6 +16,7 @@ from typing import Any
 
 import frappe
 from frappe.utils import add_to_date, now_datetime
+from redis.exceptions import RedisError
 
 from flow_automation.engine import FINISHED_RUN_STATUSES, restored_timers
 from flow_automation.runtime import RunNotFound, add_timers, advance_run, fail_run, lock_runs
@@ -130,18 +131,41 @@ def run_due(now: dt.datetime | None = None, inline: bool = False) -> int:
 			continue
 		for start in range(0, len(batches), RUNS_PER_JOB):
 			batch = batches[start : start + RUNS_PER_JOB]
-			enqueue(
-				"flow_automation.scheduler.fire_due_many",
-				timeout=FIRE_JOB_TIMEOUT,
-				# The claim already makes this job the rows' only owner. No RQ deduplication: a
-				# worker killed mid-job leaves its job "started" until RQ's clean-up, and the
-				# re-claim's job would be dropped as a duplicate of it.
-				job_id=f"flow_automation:fire:{batch[0][1][0]}:{claim_count[batch[0][1][0]]}",
-				batch=batch,
-			)
+			try:
+				enqueue_fire(batch, claim_count)
+			except RedisError:
+				# the queue is unreachable: give back the rows no job took (not claimed after all),
+				# so the next minute tries them again instead of waiting out their lease
+				unclaim([name for _run, names in batches[start:] for name in names])
+				commit()
+				raise
 		if len(claimed) < batch_size():
 			break
 	return claimed_total
+
+
+def enqueue_fire(batch: list[tuple[str, list[str]]], claim_count: dict[str, int]) -> None:
+	enqueue(
+		"flow_automation.scheduler.fire_due_many",
+		timeout=FIRE_JOB_TIMEOUT,
+		# The claim already makes this job the rows' only owner. No RQ deduplication: a
+		# worker killed mid-job leaves its job "started" until RQ's clean-up, and the
+		# re-claim's job would be dropped as a duplicate of it.
+		job_id=f"flow_automation:fire:{batch[0][1][0]}:{claim_count[batch[0][1][0]]}",
+		batch=batch,
+	)
+
+
+def unclaim(rows: list[str]) -> None:
+	"""Claimed rows no job was given: Pending again, their claim not counted."""
+	table = frappe.qb.DocType("Flow Step Pending")
+	(
+		frappe.qb.update(table)
+		.set(table.status, "Pending")
+		.set(table.attempt, table.attempt - 1)
+		.set(table.lease_until, None)
+		.where(table.name.isin(rows) & (table.status == "Running"))
+	).run()
 
 
 def every_minute() -> None:

@@ -10,7 +10,8 @@
   logged, so one bad item never stops the others.
 - `enqueue()`: one background job, optionally after commit; the one place that knows
   Frappe's test convention (`now=frappe.flags.in_test`: in tests nothing commits, so jobs run
-  inline).
+  inline). A job after commit that Redis cannot take is logged, never raised into a commit
+  that already happened.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import frappe
 from frappe.utils.background_jobs import get_queues_timeout
+from redis.exceptions import RedisError
 
 # The RQ queue of the app's own workers, declared the Frappe way in common_site_config.json:
 # "workers": {"flow_automation": {"timeout": 1500}}. Without it, jobs use the standard queues.
@@ -144,15 +147,35 @@ def enqueue(
 	In tests it runs at once, inline (Frappe's own convention), since nothing commits there.
 	The job goes to the app's own queue when the bench declares one (`flow_queue`), with the
 	time limit of the standard queue it names, so routing never changes how long it may run.
+
+	`after_commit`: the job is handed to Redis once the transaction commits, deduplication
+	check included (Frappe would ask Redis at once, in the middle of the caller's save). If
+	Redis cannot take it then, that is logged (the app's log file) and the caller's commit
+	stands, as an error could not undo it: a run's start and an inbound message's processing
+	are already durable (a Queued run, a Pending message) and the minute cron drains them.
 	"""
 	now = bool(frappe.flags.in_test)
-	frappe.enqueue(
-		method,
-		queue=flow_queue(queue),
-		timeout=timeout or get_queues_timeout().get(queue),
-		job_id=job_id,
-		deduplicate=deduplicate and not now,
-		enqueue_after_commit=after_commit,
-		now=now,
+	options: dict[str, Any] = {
+		"queue": flow_queue(queue),
+		"timeout": timeout or get_queues_timeout().get(queue),
+		"job_id": job_id,
+		"deduplicate": deduplicate and not now,
+		"now": now,
 		**kwargs,
-	)
+	}
+	if after_commit and not now:
+		frappe.db.after_commit.add(partial(_enqueue_committed, method, options))
+		return
+	frappe.enqueue(method, **options)
+
+
+def _enqueue_committed(method: str, options: dict[str, Any]) -> None:
+	try:
+		frappe.enqueue(method, **options)
+	except RedisError as e:
+		# no Error Log: nothing commits after this point of a request, and an outage would
+		# write one per save
+		frappe.logger("flow_automation").error(
+			f"job {method} ({options.get('job_id') or 'no job id'}) not queued, Redis unreachable "
+			f"({type(e).__name__}: {e}); the minute cron will pick up its work"
+		)

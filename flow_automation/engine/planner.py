@@ -704,7 +704,7 @@ class _Run:
 			if not decisions or self.fatal():
 				break
 			self.result.waves = wave + 1
-			for decision in decisions:
+			for decision in _in_due_order(decisions, self.state):
 				if self.fatal():
 					break
 				self.apply(decision)
@@ -722,6 +722,32 @@ class _Run:
 
 	def fatal(self) -> bool:
 		return self.has_fatal
+
+
+def _in_due_order(decisions: list[Decision], state: Mapping[str, Mapping[str, Any]]) -> list[Decision]:
+	"""A wave's decisions with its timers (delays, retries, wait timeouts) in the order they came
+	due; every other decision keeps its place.
+
+	Several timers of a run fall due in one wave when nothing fired them one by one (a cron that
+	stalled, a site dormant for a day, a clock that jumped): they still fire in their order.
+	Decisions of one wave never depend on each other, so only the order of their effects changes.
+	"""
+	due: dict[int, dt.datetime] = {}
+	for position, decision in enumerate(decisions):
+		at = None
+		if decision.action == TIMEOUT:
+			at = decision.at
+		elif decision.action == EXECUTE and (state.get(decision.step_id) or {}).get("status") == SCHEDULED:
+			at = parse_datetime(state[decision.step_id].get("due_at"))
+		if at is not None:
+			due[position] = at
+	if len(due) < 2:
+		return decisions
+	slots = sorted(due)
+	ordered = list(decisions)
+	for slot, position in zip(slots, sorted(slots, key=lambda p: (due[p], p)), strict=True):
+		ordered[slot] = decisions[position]
+	return ordered
 
 
 def _default_resume(kind: catalog.StepKind | None, wait: Mapping[str, Any], event: Event) -> Outcome:

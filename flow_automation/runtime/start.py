@@ -1,5 +1,6 @@
 """Starting runs: a Queued Flow Run pinned to the template's current version, and the
-background job that gets it going after commit."""
+background job that gets it going after commit (a kick: if it is lost, the minute cron drains
+the Queued run)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Any
 
 import frappe
 from frappe import _
+from frappe.utils import get_datetime, now_datetime
 
-from flow_automation.engine import RunStatus
-from flow_automation.runtime.store import has_active_run, load_definition, version_name
+from flow_automation.engine import ACTIVE_RUN_STATUSES, AdvanceResult, RunStatus, load_state
+from flow_automation.runtime.context import json_field
+from flow_automation.runtime.lifecycle import FinishedRun, notify_finished
+from flow_automation.runtime.store import has_active_run, load_definition, persist, version_name
 from flow_automation.settings import is_paused
 from flow_automation.transaction import enqueue, quiet_messages
 
@@ -138,11 +142,16 @@ def enqueue_start(run: str, *, after_commit: bool = False) -> None:
 
 
 def may_start(run: Any) -> bool:
-	"""Whether a Queued run may start now: not paused, not a for_each child its parent has not
-	released yet, and under the template's concurrency limit."""
+	"""Whether a Queued (and locked) run may start now: not paused, not a for_each child its
+	parent has not released yet, and under the template's concurrency limit. A second active run
+	of its document (`superseded_by`) never starts: it is cancelled here, saying why."""
 	if is_paused():
 		return False
 	if run.trigger_type == FOR_EACH and not run.next_due_at:
+		return False
+	other = superseded_by(run)
+	if other:
+		cancel_duplicate(run, other)
 		return False
 	limit = frappe.get_cached_value("Flow Template", run.template, "max_concurrent_runs")
 	if not limit:
@@ -151,3 +160,54 @@ def may_start(run: Any) -> bool:
 		"Flow Run", {"template": run.template, "status": ("in", (RunStatus.RUNNING, RunStatus.WAITING))}
 	)
 	return active < limit
+
+
+def superseded_by(run: Any) -> str | None:
+	"""The run of the same template and document that was active when `run` was written, when
+	the template allows one active run per document; else None.
+
+	`create_run` checks before writing, but through its transaction's snapshot, which is older
+	than a run another transaction committed meanwhile when the caller read anything before it
+	locked the document (a save flood does). Reading fresher there would take locks in the
+	user's save: it could wait for a worker, or deadlock with a save of the next document. So
+	the job that starts the run looks again, and the later of the two never starts.
+	"""
+	if not run.reference_name or not frappe.get_cached_value(
+		"Flow Template", run.template, "one_active_run_per_document"
+	):
+		return None
+	table = frappe.qb.DocType("Flow Run")
+	earlier = (
+		frappe.qb.from_(table)
+		.select(table.name, table.status, table.modified)
+		.where(
+			(table.reference_doctype == run.reference_doctype)
+			& (table.reference_name == run.reference_name)
+			& (table.template == run.template)
+			& (table.name != run.name)
+			& (table.creation < run.creation)
+		)
+		.run(as_dict=True)
+	)
+	created = get_datetime(run.creation)
+	for other in earlier:
+		# still active, or it ended (its last write) after this run was written
+		if other.status in ACTIVE_RUN_STATUSES or get_datetime(other.modified) > created:
+			return other.name
+	return None
+
+
+def cancel_duplicate(run: Any, other: str) -> None:
+	"""End a Queued run that must not start (see `superseded_by`): Cancelled, with the reason, and
+	the `flow_run_finished` hooks told, as every ending of a run does."""
+	error = _(
+		"Not started: {0} of this template was active for {1} {2} (one active run per document)"
+	).format(other, _(run.reference_doctype), run.reference_name)
+	result = AdvanceResult(
+		status=RunStatus.CANCELLED,
+		step_state=load_state(run.step_state),
+		variables=json_field(run.variables),
+		error=error,
+	)
+	persist(run, result, now_datetime().replace(microsecond=0))
+	notify_finished(FinishedRun.of(run, RunStatus.CANCELLED, error))

@@ -59,7 +59,9 @@ def update_document(call: StepCall) -> dict[str, Any]:
 	_check_fields(doctype, fields)
 	if not frappe.db.exists(doctype, name):
 		raise StepError(f"{doctype} {name!r} does not exist", retryable=False)
-	doc = frappe.get_doc(doctype, name)
+	# locked as it is read: the document as it is now, not as this job's snapshot saw it (someone
+	# saving it meanwhile would make the save fail with "Document has been modified")
+	doc = frappe.get_doc(doctype, name, for_update=True)
 	changed = [f for f, v in fields.items() if str(doc.get(f) if doc.get(f) is not None else "") != str(v)]
 	doc.update(fields)
 	doc.save()

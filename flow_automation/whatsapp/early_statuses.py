@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
+from redis.exceptions import RedisError
 
 from flow_automation.transaction import enqueue
 
@@ -37,6 +38,13 @@ def take(wamid: str) -> list[dict[str, Any]]:
 
 
 def after_send(wamid: str) -> None:
-	"""Called when a send's transaction commits: apply reports that arrived before it did."""
-	if frappe.cache.get_value(_key(wamid), expires=True):
-		enqueue("flow_automation.whatsapp.delivery_status.apply_early_statuses", queue="short", wamid=wamid)
+	"""Called when a send's transaction commits: apply reports that arrived before it did.
+
+	After a commit nothing may raise: without Redis there are no kept reports to apply anyway."""
+	try:
+		if frappe.cache.get_value(_key(wamid), expires=True):
+			enqueue(
+				"flow_automation.whatsapp.delivery_status.apply_early_statuses", queue="short", wamid=wamid
+			)
+	except RedisError as e:
+		frappe.logger("flow_automation").error(f"early statuses of {wamid} not checked: Redis ({e})")

@@ -11,7 +11,10 @@ Exactly once: the row is keyed by the step's idempotency key (`{run}:{step}:{att
 group}`), and the moment Meta accepts a message its wamid is also written to Redis under
 that key, which survives a rolled-back transaction. A retried or re-advanced step finds
 either and returns the earlier send without calling Meta. A POST that may have reached
-Meta (a timeout after writing) is never retried automatically.
+Meta (a timeout after writing) is never retried automatically; nor is one whose worker
+stopped mid-request (killed, timed out, its database connection lost before commit): just
+before the POST, Redis is told the send began, and only Meta's refusal clears that. No Redis,
+no POST (a retryable error).
 
 One way to fail: `send` never raises. A message that cannot go comes back as
 `Outcome.failed` (the Failed message row and the conversation flags written on the way
@@ -27,12 +30,14 @@ import hashlib
 import json
 import mimetypes
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import frappe
 from frappe.utils import add_to_date, get_datetime, now_datetime
+from redis.exceptions import RedisError
 
 from flow_automation.channels.whatsapp import (
 	InvalidPhoneNumber,
@@ -98,6 +103,33 @@ class Delivery:
 
 def _marker_key(key: str) -> str:
 	return f"flow_automation:whatsapp:sent:{key}"
+
+
+def _began_key(key: str) -> bytes:
+	return frappe.cache.make_key(f"flow_automation:whatsapp:sending:{key}")
+
+
+def send_began(key: str) -> bool:
+	"""Whether a send under this key was begun (its POST may have reached Meta) and not refused."""
+	try:
+		return bool(frappe.cache.get(_began_key(key)))
+	except RedisError as e:
+		raise StepError(f"cannot tell whether this message was sent already (Redis: {e}); will retry")
+
+
+def _begin_send(key: str) -> None:
+	"""Recorded outside the transaction, just before the POST: a worker that dies mid-request
+	leaves it behind, so the step's next attempt does not send blindly."""
+	try:
+		frappe.cache.set(_began_key(key), 1, ex=SENT_MARKER_SECONDS)
+	except RedisError as e:
+		raise StepError(f"not sent: cannot record the send first (Redis: {e}); will retry")
+
+
+def _refused(key: str) -> None:
+	"""Meta answered that it did not take the message: a later attempt may send it."""
+	with suppress(RedisError):
+		frappe.cache.delete(_began_key(key))
 
 
 def recipient(raw: Any, explicit_account: str | None) -> str:
@@ -249,6 +281,13 @@ def _send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Ou
 	previous = earlier_send(delivery.key)
 	if previous:
 		return previous
+	if not delivery.dry_run and send_began(delivery.key):
+		return Outcome.failed(
+			f"an earlier attempt to send this message to {to} stopped while talking to WhatsApp (worker "
+			"killed, timed out or its database connection lost); it may have been delivered, so it is "
+			"not sent again: check WhatsApp before retrying the step",
+			retryable=False,
+		)
 	conversation = conversations.get(to)
 	account = accounts.choose_account(explicit, conversation.account if conversation else None)
 	if conversation and conversation.opted_out and not delivery.to_opted_out:
@@ -339,12 +378,13 @@ def _send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Ou
 			per_second=int(account.get("messages_per_second") or 80),
 			gap_seconds=float(account.get("recipient_gap_seconds") or 0),
 		)
+		_begin_send(delivery.key)
 		try:
 			result = client.send(body)
 		except WindowClosedError as e:
 			replacement = None if fallback else fallback_payload(payload)
 			if replacement is None:
-				return _failed(row, e, to)
+				return _failed(row, e, to, delivery.key)
 			# Meta knows better than our window (e.g. the contact wrote to another number)
 			payload, fallback, mode = replacement, True, "template"
 			language = payload.get("language") or (conversation.language if conversation else None) or "en"
@@ -361,9 +401,9 @@ def _send(payload: Mapping[str, Any], delivery: Delivery) -> dict[str, Any] | Ou
 			try:
 				result = client.send(body)
 			except WhatsAppError as again:
-				return _failed(row, again, to)
+				return _failed(row, again, to, delivery.key)
 		except WhatsAppError as e:
-			return _failed(row, e, to)
+			return _failed(row, e, to, delivery.key)
 
 	output = {
 		"wamid": result.wamid,
@@ -454,7 +494,7 @@ def _update_row(name: str, values: dict[str, Any]) -> None:
 	frappe.db.set_value(MESSAGE, name, values, update_modified=True)
 
 
-def _failed(row: str, error: WhatsAppError, to: str) -> Outcome:
+def _failed(row: str, error: WhatsAppError, to: str, key: str) -> Outcome:
 	"""Store Meta's error on the row and turn it into a failed step outcome."""
 	_update_row(
 		row,
@@ -473,4 +513,6 @@ def _failed(row: str, error: WhatsAppError, to: str) -> Outcome:
 	if isinstance(error, TransportError) and error.maybe_sent:
 		retryable = False  # it may have reached Meta: a blind retry could deliver it twice
 		message += " — the message may have been sent; check WhatsApp before retrying the step"
+	else:
+		_refused(key)
 	return Outcome.failed(f"WhatsApp refused the message: {message}", retryable=retryable)

@@ -5,6 +5,10 @@ pair (131056). Waiting here for a moment is cheaper than a refused send: each nu
 one-second counter (INCR + EXPIRE), each contact a key that lives for the minimum gap
 (SET NX PX). A send that would wait longer than `max_wait` seconds gives up with a
 retryable error, and the step's retry policy tries again later.
+
+Without Redis there is no shared count, so nothing is sent: a send that cannot take its turn
+fails the same retryable way (never a burst past the rate while Redis is away), and its retries
+are paced again once Redis is back.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import frappe
+from redis.exceptions import RedisError
 
 from flow_automation.engine import StepError
 
@@ -42,8 +47,27 @@ def wait_for_turn(
 ) -> float:
 	"""Block until this number may send to `recipient` now; return the seconds waited.
 
-	Raises `Throttled` when the turn is more than `max_wait` seconds away.
+	Raises `Throttled` when the turn is more than `max_wait` seconds away, or cannot be counted
+	(Redis unreachable).
 	"""
+	try:
+		return _wait(phone_number_id, recipient, per_second, gap_seconds, max_wait, clock, sleep)
+	except RedisError as e:
+		raise Throttled(
+			f"sending from {phone_number_id} is paced through Redis, which is unreachable "
+			f"({type(e).__name__}); nothing was sent, will retry"
+		) from e
+
+
+def _wait(
+	phone_number_id: str,
+	recipient: str,
+	per_second: int,
+	gap_seconds: float,
+	max_wait: float,
+	clock: Callable[[], float],
+	sleep: Callable[[float], None],
+) -> float:
 	redis = frappe.cache
 	waited = 0.0
 	while True:

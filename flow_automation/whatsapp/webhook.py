@@ -18,6 +18,7 @@ from typing import Any
 
 import frappe
 from frappe.utils import convert_utc_to_system_timezone, now_datetime
+from redis.exceptions import RedisError
 
 from flow_automation.channels.whatsapp import (
 	InboundMessage,
@@ -32,7 +33,7 @@ from flow_automation.channels.whatsapp import (
 )
 from flow_automation.transaction import enqueue
 from flow_automation.whatsapp import accounts, early_statuses, routing
-from flow_automation.whatsapp.delivery_status import MESSAGE, STATUS_TIME_FIELD, apply_status
+from flow_automation.whatsapp.delivery_status import MESSAGE, STATUS_TIME_FIELD, apply_reports, apply_status
 
 INSERT_FIELDS = (
 	"name",
@@ -58,6 +59,7 @@ INSERT_FIELDS = (
 	"payload",
 )
 
+PROCESS = "flow_automation.whatsapp.routing.process_delivery"
 INSERT_SQL = "insert ignore into `tab{}` ({}) values ".format(
 	MESSAGE, ", ".join(f"`{field}`" for field in INSERT_FIELDS)
 )
@@ -140,15 +142,17 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 		}
 		for u in batch.template_updates
 	]
-	if wamids or failed or template_updates:
-		enqueue(
-			"flow_automation.whatsapp.routing.process_delivery",
-			queue="short",
-			after_commit=True,
-			wamids=wamids,
-			failed=failed,
-			template_updates=template_updates,
-		)
+	if failed or template_updates:
+		# Reports live only in this delivery, not in a stored row the cron could drain: queued
+		# now (they read nothing this request writes), or, if Redis cannot take them, applied
+		# here rather than lost.
+		try:
+			enqueue(PROCESS, queue="short", failed=failed, template_updates=template_updates)
+		except RedisError:
+			apply_reports(failed, template_updates)
+	if wamids:
+		# stored Pending: if the job cannot be queued after commit, the minute cron drains them
+		enqueue(PROCESS, queue="short", after_commit=True, wamids=wamids)
 	return 200, "OK"
 
 

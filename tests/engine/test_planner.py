@@ -381,6 +381,31 @@ def test_failed_step_is_rescheduled_with_equal_jitter_doubling_per_attempt():
 	assert third.timers == []
 
 
+def test_timers_that_fall_due_together_fire_in_the_order_they_were_due():
+	# a dormant site, a stalled cron or a clock that jumped: one advance, a day late
+	definition = flow(
+		notify("late", trigger={"type": "after_delay", "hours": 20}),
+		notify("mid", trigger={"type": "after_delay", "hours": 5}),
+		notify("instant"),
+		retrying_step(retry={"max_attempts": 3, "backoff_seconds": 600}),
+		notify("early", trigger={"type": "after_delay", "hours": 1}),
+	)
+	host = Host(
+		{
+			"send": lambda payload, context, attempt: Outcome.failed("down")
+			if attempt == 1
+			else Outcome.done({})
+		}
+	)
+	first = run(definition, host)
+	assert host.executed == ["instant", "send"]
+	host.calls.clear()
+	later = run(definition, host, state=first.step_state, now=NOW + dt.timedelta(hours=26))
+	# the retry (due after 300-600 s) first, then the delays by their due times; not definition order
+	assert host.executed == ["send", "early", "mid", "late"]
+	assert later.status == planner.RUN_COMPLETED
+
+
 def test_retry_backoff_is_capped_by_max_backoff_seconds():
 	definition = flow(retrying_step(retry={"max_backoff_seconds": 70, "max_attempts": 5}))
 	host = Host({"send": raise_error("down")})

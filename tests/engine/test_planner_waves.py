@@ -121,7 +121,8 @@ class ReferenceRun(planner._Run):
 			if not current.decisions or self.fatal():
 				break
 			self.result.waves = wave + 1
-			for decision in current.decisions:
+			# timers that fell due together fire in their order (the planner's rule, not a cost)
+			for decision in planner._in_due_order(list(current.decisions), self.state):
 				if self.fatal():
 					break
 				self.apply(decision)
