@@ -29,6 +29,7 @@ from flow_automation.runtime.start import (
 	create_run,
 	enqueue_start,
 	kick,
+	kicks_held,
 	template_info,
 )
 from flow_automation.runtime.store import (
@@ -76,6 +77,7 @@ __all__ = [
 	"fail_run",
 	"has_active_run",
 	"kick",
+	"kicks_held",
 	"load_definition",
 	"lock_runs",
 	"log_step_event",

@@ -5,7 +5,8 @@ the Queued run)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import frappe
@@ -124,11 +125,33 @@ def create_run(
 	return run.name
 
 
+HELD_KICKS = "flow_automation_held_kicks"
+
+
 def kick(run: str) -> None:
-	"""Start a Queued run in a background job after commit (unless paused)."""
+	"""Start a Queued run in a background job after commit (unless paused), or, inside
+	`kicks_held()`, leave it to the caller to start in this process."""
 	if is_paused():
 		return  # stays Queued; the minute cron drains it later
+	held = frappe.local.flags.get(HELD_KICKS)
+	if held is not None:
+		held.append(run)
+		return
 	enqueue_start(run, after_commit=True)
+
+
+@contextmanager
+def kicks_held() -> Iterator[list[str]]:
+	"""Runs queued inside the block get no job: their names are collected, for the caller to
+	start here once the block has committed (a run it rolled back is no longer Queued, and
+	starting it does nothing). One the caller never starts stays Queued for the cron's drain."""
+	outer = frappe.local.flags.get(HELD_KICKS)
+	held: list[str] = []
+	frappe.local.flags[HELD_KICKS] = held
+	try:
+		yield held
+	finally:
+		frappe.local.flags[HELD_KICKS] = outer
 
 
 def enqueue_start(run: str, *, after_commit: bool = False) -> None:

@@ -219,6 +219,8 @@ class TestAnsweredAfterTheResponse(FlowTestCase):
 		self.assertEqual(row.processing_status, "Done")
 		self.assertEqual(frappe.db.get_value("Flow Run", row.run, "status"), "Completed")
 		self.assertFalse(_queued_jobs([message_id]))  # no processing job: it was done in the request
+		start_job = f"{frappe.local.site}::flow_automation:start:{row.run}"
+		self.assertIsNone(get_queue("default").fetch_job(start_job))  # nor a job to start its run
 
 	def test_a_message_no_flow_answers_is_left_to_the_job(self):
 		message_id = self.post("just saying hello")

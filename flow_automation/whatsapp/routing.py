@@ -32,7 +32,7 @@ from frappe.utils import add_to_date, now_datetime
 
 from flow_automation.engine import REPLY, Outcome, waiting_for
 from flow_automation.roles import as_system
-from flow_automation.runtime import complete_step, start_queued_run, step_state
+from flow_automation.runtime import complete_step, kicks_held, start_queued_run, step_state
 from flow_automation.transaction import commit, isolated, separately
 from flow_automation.triggers import dispatch_whatsapp_message, whatsapp_templates_for
 from flow_automation.whatsapp import conversations
@@ -86,9 +86,9 @@ def answer_now(wamids: list[str]) -> None:
 	try:
 		as_system()
 		for name in _pending(wamids):
-			values = process_message(name)
-			run = (values or {}).get("run")
-			if run and not values.get("step_id"):  # it started a run (a reply resumes inline)
+			with kicks_held() as started:  # no job for the run it starts: it starts here
+				process_message(name)
+			for run in started:
 				separately(lambda: start_queued_run(run), title=f"WhatsApp: starting {run} failed")
 	except Exception:
 		frappe.db.rollback()
