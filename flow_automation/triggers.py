@@ -17,11 +17,13 @@ import fnmatch
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any
 
 import frappe
 from frappe import _
 from frappe.utils import add_days, add_to_date, get_datetime, getdate, now_datetime
+from redis.exceptions import RedisError
 
 from flow_automation.engine import ConditionError, evaluate_condition
 from flow_automation.roles import FLOW_USER_ROLES, has_any_role
@@ -41,6 +43,7 @@ INDEX_KEY = "flow_automation:trigger_index"
 NAMED_EVENTS = "__named_events__"
 SCHEDULES = "__schedules__"
 MANUAL = "__manual__"
+INDEX_SECONDS = 60
 OUTBOX_GRACE_SECONDS = 30
 OUTBOX_BATCH = 500
 
@@ -64,8 +67,26 @@ def clear_trigger_cache() -> None:
 
 
 def _index(key: str, generator) -> list[dict[str, Any]]:
-	# The generator must return a list (never None: a None result is not cached).
-	return frappe.cache.hget(INDEX_KEY, key, generator)
+	"""A part of the trigger index (cached in one Redis hash until a template changes).
+
+	A job whose transaction began before a template was saved can rebuild a part from its older
+	snapshot after the save cleared the cache; so the hash also expires INDEX_SECONDS after it
+	was first built, and such a stale part lasts a minute at most, never until the next save.
+	The generator must return a list (never None: a None result is not cached).
+	"""
+	built = []
+
+	def build() -> list[dict[str, Any]]:
+		built.append(True)
+		return generator()
+
+	value = frappe.cache.hget(INDEX_KEY, key, build)
+	if built:
+		name = frappe.cache.make_key(INDEX_KEY)
+		with suppress(RedisError):  # no Redis, no cache: nothing to expire
+			if frappe.cache.ttl(name) < 0:  # not set yet on this hash (-1), or already gone (-2)
+				frappe.cache.expire(name, INDEX_SECONDS)
+	return value
 
 
 def _is_quiet() -> bool:

@@ -561,3 +561,18 @@ class TestScheduleFailures(TriggerTestCase):
 		self.assertEqual(len(runs), 1)
 		self.assertEqual(len(runs_of(fine.name)), 1)
 		self.assertTrue(frappe.db.exists("Error Log", {"method": f"Flow schedule of {broken.name} failed"}))
+
+
+class TestTriggerIndex(TriggerTestCase):
+	def test_a_part_built_from_an_older_snapshot_lasts_a_minute_at_most(self):
+		"""A job whose snapshot predates a template's save may rebuild the index from it after the
+		save cleared the cache; the index expires, so such a stale part does not last until the
+		next template save."""
+		triggers.clear_trigger_cache()
+		name = frappe.cache.make_key(triggers.INDEX_KEY)
+		self.assertEqual(frappe.cache.ttl(name), -2)  # cleared: no hash at all
+		triggers.whatsapp_templates_for("menu")  # builds a part
+		self.assertTrue(0 < frappe.cache.ttl(name) <= triggers.INDEX_SECONDS)
+		frappe.cache.expire(name, 5)
+		triggers.whatsapp_templates_for("menu")  # read from the cache: the expiry is not pushed back
+		self.assertLessEqual(frappe.cache.ttl(name), 5)
