@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import frappe
-from frappe.utils.background_jobs import get_queue
+from frappe.utils.background_jobs import get_queue, get_queues_timeout
 
 from flow_automation.desk import get_scheduler_status
 from flow_automation.tests.utils import FlowTestCase
@@ -25,6 +25,7 @@ def workers(config: dict | None) -> Iterator[None]:
 		frappe.local.conf.pop("workers", None)
 	else:
 		frappe.local.conf["workers"] = config
+	get_queues_timeout.cache_clear()  # Frappe reads the queues once per process (lru_cache)
 	try:
 		yield
 	finally:
@@ -32,6 +33,7 @@ def workers(config: dict | None) -> Iterator[None]:
 			frappe.local.conf["workers"] = before
 		else:
 			frappe.local.conf.pop("workers", None)
+		get_queues_timeout.cache_clear()
 
 
 @contextmanager
