@@ -251,7 +251,12 @@ def setting(doctype: str, field: str, value: Any):
 	def put(v: Any) -> None:
 		doc = frappe.get_single(doctype)
 		doc.set(field, v)
-		doc.save(ignore_permissions=True)
+		try:
+			doc.save(ignore_permissions=True)
+		except frappe.ValidationError:
+			# an old value the form refuses (a fresh site's never-saved 0): put back as it was
+			frappe.db.rollback()
+			frappe.db.set_single_value(doctype, field, v)
 		frappe.db.commit()
 		frappe.clear_document_cache(doctype, doctype)
 		frappe.local.cache.clear()  # this process's request-level cache of cached values
