@@ -21,6 +21,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +268,15 @@ def setting(doctype: str, field: str, value: Any):
 		yield old
 	finally:
 		put(old)
+
+
+def keep_or_remove_logs(tmp: str, keep: bool) -> None:
+	"""The processes' log folder: kept (and named) when something went wrong or
+	FLOW_BENCH_KEEP_LOGS is set, else removed."""
+	if keep or os.environ.get("FLOW_BENCH_KEEP_LOGS"):
+		print("logs kept in", tmp)
+	else:
+		shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- a private RQ queue -----------------------------------------------------------------------

@@ -39,7 +39,6 @@ import collections
 import datetime as dt
 import os
 import random
-import shutil
 import sys
 import tempfile
 import threading
@@ -484,10 +483,7 @@ def main() -> None:
 			f"Error Logs of fire jobs since the start (left in place): {errors}"
 		)
 		frappe.destroy()
-		if keep_logs or os.environ.get("FLOW_BENCH_KEEP_LOGS"):
-			print("logs kept in", tmp)
-		else:
-			shutil.rmtree(tmp, ignore_errors=True)
+		_site.keep_or_remove_logs(tmp, keep_logs)
 	print(
 		f"run time {time.monotonic() - started:.0f} s; lease expiry simulated (lease_until moved to the past)"
 	)

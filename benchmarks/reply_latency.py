@@ -43,7 +43,6 @@ import json
 import math
 import os
 import random
-import shutil
 import statistics
 import sys
 import tempfile
@@ -508,10 +507,7 @@ def main() -> None:
 			f"{left} of our inbound messages left"
 		)
 		frappe.destroy()
-		if keep_logs or os.environ.get("FLOW_BENCH_KEEP_LOGS"):
-			print("logs kept in", tmp)
-		else:
-			shutil.rmtree(tmp, ignore_errors=True)
+		_site.keep_or_remove_logs(tmp, keep_logs)
 	print(f"run time {time.monotonic() - started:.0f} s")
 	print(
 		f"p50_ms={percentile(latencies, 0.5):.0f} p95_ms={percentile(latencies, 0.95):.0f} "

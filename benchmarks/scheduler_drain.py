@@ -28,7 +28,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -253,10 +252,7 @@ def main() -> None:
 			f"Error Logs of fire jobs since the start (left in place): {errors}"
 		)
 		frappe.destroy()
-		if keep_logs or os.environ.get("FLOW_BENCH_KEEP_LOGS"):
-			print("logs kept in", tmp)
-		else:
-			shutil.rmtree(tmp, ignore_errors=True)
+		_site.keep_or_remove_logs(tmp, keep_logs)
 	print(f"run time {time.monotonic() - started:.0f} s")
 	drain = f"{drain_s:.1f}" if drain_s else f"timeout>{wall:.0f}"
 	print(

@@ -48,7 +48,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -391,10 +390,7 @@ def main() -> None:
 			f"{_site.count_changes(before, after) or 'none'}; Error Logs of start jobs since the start: {errors}"
 		)
 		frappe.destroy()
-		if keep_logs or os.environ.get("FLOW_BENCH_KEEP_LOGS"):
-			print("logs kept in", tmp)
-		else:
-			shutil.rmtree(tmp, ignore_errors=True)
+		_site.keep_or_remove_logs(tmp, keep_logs)
 	print(f"run time {time.monotonic() - started:.0f} s")
 	complete = f"{complete_s:.1f}" if complete_s is not None else f"timeout>{timeout:.0f}"
 	print(
