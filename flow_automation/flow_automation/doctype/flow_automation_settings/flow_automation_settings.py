@@ -28,7 +28,9 @@ class FlowAutomationSettings(Document):
 	# end: auto-generated types
 
 	def validate(self) -> None:
-		if (self.lease_seconds or 0) < 60:
+		if not self.lease_seconds:
+			self.lease_seconds = 1800  # left empty: the default, as for the claim batch below
+		if self.lease_seconds < 60:
 			frappe.throw(frappe._("Lease Seconds must be at least 60"))
 		if (self.claim_batch_size or 0) < 1:
 			self.claim_batch_size = 200

@@ -31,6 +31,13 @@ class TestFlowAutomationSettings(FlowTestCase):
 		with self.assertRaisesRegex(frappe.ValidationError, "at least 60"):
 			settings.save()
 
+	def test_a_lease_left_empty_is_the_default_and_the_form_still_saves(self):
+		settings = frappe.get_doc("Flow Automation Settings")
+		settings.lease_seconds = 0
+		settings.pause_all = 0
+		settings.save()
+		self.assertEqual(settings.lease_seconds, 1800)
+
 	def test_the_scheduler_status_names_when_the_minute_cron_last_ran(self):
 		from frappe.utils import get_datetime
 
