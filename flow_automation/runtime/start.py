@@ -12,6 +12,9 @@ from typing import Any
 import frappe
 from frappe import _
 from frappe.utils import get_datetime, now_datetime
+from frappe.utils.background_jobs import get_job
+from redis.exceptions import RedisError
+from rq import Queue
 
 from flow_automation.engine import ACTIVE_RUN_STATUSES, AdvanceResult, RunStatus, load_state
 from flow_automation.runtime.context import json_field
@@ -154,14 +157,32 @@ def kicks_held() -> Iterator[list[str]]:
 		frappe.local.flags[HELD_KICKS] = outer
 
 
+START_JOB = "flow_automation:start"
+
+
 def enqueue_start(run: str, *, after_commit: bool = False) -> None:
 	enqueue(
-		"flow_automation.runtime.advance.start_queued_run",
-		job_id=f"flow_automation:start:{run}",
+		"flow_automation.runtime.advance.start_job",
+		job_id=f"{START_JOB}:{run}",
 		deduplicate=True,
 		after_commit=after_commit,
 		run=run,
 	)
+
+
+def take_start_job(run: str) -> bool:
+	"""Take a run's start job out of its queue, if no worker has taken it yet (the LREM that
+	removes it says who won); True if this process now owns starting the run."""
+	try:
+		job = get_job(f"{START_JOB}:{run}")
+		if job is None:
+			return False
+		taken = job.connection.lrem(Queue(job.origin, connection=job.connection).key, 1, job.id)
+		if taken:
+			job.delete(remove_from_queue=False)
+		return bool(taken)
+	except RedisError:
+		return False
 
 
 def may_start(run: Any) -> bool:

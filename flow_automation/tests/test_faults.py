@@ -26,6 +26,7 @@ from frappe.utils import add_to_date, background_jobs, now_datetime
 from frappe.utils.redis_wrapper import RedisWrapper
 
 from flow_automation import runtime, triggers
+from flow_automation.runtime.advance import start_job
 from flow_automation.scheduler import fire, run_due
 from flow_automation.tests.utils import (
 	FlowTestCase,
@@ -205,6 +206,38 @@ class TestRedisDown(FlowTestCase):
 		self.assertEqual(
 			frappe.db.get_value("Flow Step Pending", row.name, ["status", "attempt"]), ("Done", 1)
 		)
+
+
+class TestStartJobs(FlowTestCase):
+	def test_one_start_job_starts_the_runs_whose_jobs_still_wait_and_takes_those_jobs(self):
+		"""A storm of saves queues a start job per run; the first job to run starts the runs
+		queued behind it and takes their jobs out of the queue (one fork, not one each)."""
+		template = make_template(
+			[{"id": "note", "kind": "set_variables", "payload": {"variables": {"x": "1"}}}]
+		)
+		with PrivateRedis() as server, jobs_queued_on(server):
+			runs = [runtime.start_run(template.name) for _ in range(3)]
+			frappe.db.commit()  # the kicks' jobs go to the private queue after commit
+			queue = background_jobs.get_queue("default")
+			self.assertEqual(len(queue.get_job_ids()), 3)
+			start_job(runs[0])  # what the first job does when a worker runs it
+			frappe.db.commit()
+			left = queue.get_job_ids()
+		self.assertEqual([frappe.db.get_value("Flow Run", r, "status") for r in runs], ["Completed"] * 3)
+		# the jobs of the runs it started are gone; its own is still there (it was called here)
+		self.assertEqual(left, [f"{frappe.local.site}::flow_automation:start:{runs[0]}"])
+
+	def test_a_run_with_no_job_waiting_is_left_alone(self):
+		template = make_template(
+			[{"id": "note", "kind": "set_variables", "payload": {"variables": {"x": "1"}}}]
+		)
+		with PrivateRedis() as server, jobs_queued_on(server):
+			first = runtime.start_run(template.name)
+			held = runtime.start_run(template.name, advance="none")  # its caller starts it
+			frappe.db.commit()
+			start_job(first)
+		self.assertEqual(frappe.db.get_value("Flow Run", first, "status"), "Completed")
+		self.assertEqual(frappe.db.get_value("Flow Run", held, "status"), "Queued")
 
 
 class TestWhatsAppFaults(WhatsAppTestCase):

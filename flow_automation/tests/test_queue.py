@@ -14,7 +14,7 @@ from flow_automation.desk import get_scheduler_status
 from flow_automation.tests.utils import FlowTestCase
 from flow_automation.transaction import FLOW_QUEUE, enqueue, flow_queue
 
-JOB = "flow_automation.runtime.advance.start_queued_run"
+JOB = "flow_automation.runtime.advance.start_job"
 
 
 @contextmanager
