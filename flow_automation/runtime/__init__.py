@@ -17,7 +17,7 @@ Everything else in the app uses the names exported here.
 
 from typing import Any
 
-from flow_automation.runtime.advance import advance_run, complete_step, start_queued_run
+from flow_automation.runtime.advance import advance_run, complete_step, start_job, start_queued_run
 from flow_automation.runtime.batch import BatchItem, StartedBatch, start_batch, startable
 from flow_automation.runtime.context import depth_of_caller, document_context
 from flow_automation.runtime.dry_run import simulate_template
@@ -85,6 +85,7 @@ __all__ = [
 	"run_timeline",
 	"simulate_template",
 	"start_batch",
+	"start_job",
 	"start_queued_run",
 	"start_run",
 	"startable",

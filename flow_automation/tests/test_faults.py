@@ -26,7 +26,6 @@ from frappe.utils import add_to_date, background_jobs, now_datetime
 from frappe.utils.redis_wrapper import RedisWrapper
 
 from flow_automation import runtime, triggers
-from flow_automation.runtime.advance import start_job
 from flow_automation.scheduler import fire, run_due
 from flow_automation.tests.utils import (
 	FlowTestCase,
@@ -220,7 +219,7 @@ class TestStartJobs(FlowTestCase):
 			frappe.db.commit()  # the kicks' jobs go to the private queue after commit
 			queue = background_jobs.get_queue("default")
 			self.assertEqual(len(queue.get_job_ids()), 3)
-			start_job(runs[0])  # what the first job does when a worker runs it
+			runtime.start_job(runs[0])  # what the first job does when a worker runs it
 			frappe.db.commit()
 			left = queue.get_job_ids()
 		self.assertEqual([frappe.db.get_value("Flow Run", r, "status") for r in runs], ["Completed"] * 3)
@@ -235,7 +234,7 @@ class TestStartJobs(FlowTestCase):
 			first = runtime.start_run(template.name)
 			held = runtime.start_run(template.name, advance="none")  # its caller starts it
 			frappe.db.commit()
-			start_job(first)
+			runtime.start_job(first)
 		self.assertEqual(frappe.db.get_value("Flow Run", first, "status"), "Completed")
 		self.assertEqual(frappe.db.get_value("Flow Run", held, "status"), "Queued")
 
