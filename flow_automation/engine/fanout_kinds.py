@@ -44,10 +44,10 @@ from flow_automation.engine import catalog
 from flow_automation.engine.outcome import Outcome, StepError
 from flow_automation.engine.planner import EngineError
 from flow_automation.engine.render import (
-	FlowSandbox,
 	RenderError,
 	is_template,
 	iter_template_strings,
+	render_as_value,
 	render_string,
 	render_value,
 	weight,
@@ -112,52 +112,6 @@ FOR_EACH_SCHEMA: dict[str, Any] = {
 
 # --- the list --------------------------------------------------------------------------------
 
-_SANDBOX = FlowSandbox()
-_ONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expression>.*)\}\}\s*$", re.DOTALL)
-_MARKERS = ("{{", "}}", "{%", "%}", "{#", "#}")
-
-
-@lru_cache(maxsize=512)
-def _compiled(expression: str):
-	try:
-		return _SANDBOX.compile_expression(expression, undefined_to_none=True)
-	except TemplateSyntaxError as e:
-		raise RenderError(f"template syntax error: {e.message}")
-
-
-def _one_expression(source: str) -> str | None:
-	"""The expression of a template that is exactly `{{ expression }}`, else None."""
-	match = _ONE_EXPRESSION.match(source)
-	if not match or any(marker in match["expression"] for marker in _MARKERS):
-		return None
-	expression = match["expression"]
-	# whitespace control, as Jinja reads it: `{{- x -}}` is `x`
-	if expression[:1] in ("-", "+"):
-		expression = expression[1:]
-	if expression[-1:] in ("-", "+"):
-		expression = expression[:-1]
-	return expression
-
-
-def evaluate(source: str, context: Mapping[str, Any]) -> Any:
-	"""A template as a value: `{{ expression }}` gives what the expression is (a list stays a
-	list), in the templates' sandbox; any other template gives its rendered text."""
-	expression = _one_expression(source)
-	if expression is None:
-		return render_string(source, context)
-	try:
-		return _compiled(expression)(**context)
-	except SecurityError as e:
-		raise RenderError(f"refused by the template sandbox: {e}")
-	except UndefinedError as e:
-		raise RenderError(f"undefined value: {e.message}")
-	except TemplateError as e:
-		raise RenderError(f"template error: {e}")
-	except (TypeError, ValueError, ArithmeticError, LookupError) as e:
-		if isinstance(e, RenderError):
-			raise
-		raise RenderError(f"template error: {e}")
-
 
 def _as_list(value: Any, source: Any) -> list[Any]:
 	shown = source if isinstance(source, str) else "the list"
@@ -195,7 +149,7 @@ def items_of(payload: Mapping[str, Any], context: Mapping[str, Any]) -> list[Any
 		if isinstance(source, list):
 			return render_value(source, context, "/items")
 		if isinstance(source, str):
-			return _as_list(evaluate(source, context), source)
+			return _as_list(render_as_value(source, context), source)
 	except RenderError as e:
 		raise StepError(f"items: {e}", retryable=False)
 	raise StepError("items: give a list, or a template that is one", retryable=False)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -407,12 +408,56 @@ def render_string(source: str, context: Mapping[str, Any]) -> str:
 	template = compile_template(source)
 	size = 0
 	chunks = []
-	try:
+	with _render_errors():
 		for chunk in template.generate(context):
 			size += len(chunk)
 			if size > MAX_OUTPUT_CHARS:
 				raise RenderError(f"rendered output is longer than {MAX_OUTPUT_CHARS} characters")
 			chunks.append(chunk)
+	return "".join(chunks)
+
+
+_ONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expression>.*)\}\}\s*$", re.DOTALL)
+_MARKERS = ("{{", "}}", "{%", "%}", "{#", "#}")
+
+
+def render_as_value(source: str, context: Mapping[str, Any]) -> Any:
+	"""A template as a value: `{{ expression }}` gives what the expression is (a list stays a
+	list), in the templates' sandbox; any other template gives its rendered text."""
+	expression = _one_expression(source)
+	if expression is None:
+		return render_string(source, context)
+	with _render_errors():
+		return _compiled_expression(expression)(**context)
+
+
+@lru_cache(maxsize=512)
+def _compiled_expression(expression: str):
+	try:
+		return _ENV.compile_expression(expression, undefined_to_none=True)
+	except TemplateSyntaxError as e:
+		raise RenderError(f"template syntax error: {e.message}")
+
+
+def _one_expression(source: str) -> str | None:
+	"""The expression of a template that is exactly `{{ expression }}`, else None."""
+	match = _ONE_EXPRESSION.match(source)
+	if not match or any(marker in match["expression"] for marker in _MARKERS):
+		return None
+	expression = match["expression"]
+	# whitespace control, as Jinja reads it: `{{- x -}}` is `x`
+	if expression[:1] in ("-", "+"):
+		expression = expression[1:]
+	if expression[-1:] in ("-", "+"):
+		expression = expression[:-1]
+	return expression
+
+
+@contextmanager
+def _render_errors() -> Iterator[None]:
+	"""What rendering raises, as a RenderError saying what went wrong."""
+	try:
+		yield
 	except SecurityError as e:
 		raise RenderError(f"refused by the template sandbox: {e}")
 	except UndefinedError as e:
@@ -423,7 +468,6 @@ def render_string(source: str, context: Mapping[str, Any]) -> str:
 		if isinstance(e, RenderError):
 			raise
 		raise RenderError(f"template error: {e}")
-	return "".join(chunks)
 
 
 def render_value(value: Any, context: Mapping[str, Any], pointer: str = "") -> Any:

@@ -19,9 +19,10 @@ from flow_automation.engine import (
 	simulate,
 	validate_definition,
 )
-from flow_automation.engine.fanout_kinds import MAX_RESULTS_CHARS, evaluate
+from flow_automation.engine.fanout_kinds import MAX_RESULTS_CHARS
 from flow_automation.engine.outcome import StepError
 from flow_automation.engine.planner import EngineError, Event, advance
+from flow_automation.engine.render import render_as_value as evaluate
 from flow_automation.engine.render import weight
 from flow_automation.engine.state import FAN_OUT, waits_for_child
 
