@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest.mock import patch
 
 import frappe
@@ -29,6 +28,7 @@ from flow_automation import runtime, triggers
 from flow_automation.scheduler import fire, run_due
 from flow_automation.tests.utils import (
 	FlowTestCase,
+	RecordingServer,
 	logs,
 	make_template,
 	pending,
@@ -327,49 +327,22 @@ class TestWhatsAppFaults(WhatsAppTestCase):
 		self.assertIn("may have been delivered", state(run)["send"]["error"])
 
 
-class HoldingServer:
-	"""An HTTP server on loopback that holds each request until `release` is set, recording
-	every Idempotency-Key it receives."""
-
-	def __init__(self):
-		self.arrived = threading.Event()
-		self.release = threading.Event()
-		self.keys: list[str] = []
-		server = self
-
-		class Handler(BaseHTTPRequestHandler):
-			def do_POST(self):
-				self.rfile.read(int(self.headers.get("Content-Length") or 0))
-				server.keys.append(self.headers.get("Idempotency-Key") or "")
-				server.arrived.set()
-				server.release.wait(30)
-				data = b'{"ok": true}'
-				with contextlib.suppress(OSError):
-					self.send_response(200)
-					self.send_header("Content-Type", "application/json")
-					self.send_header("Content-Length", str(len(data)))
-					self.end_headers()
-					self.wfile.write(data)
-
-			def log_message(self, *args):
-				pass
-
-		self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-		self.httpd.daemon_threads = True
-		self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-		threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-	def close(self) -> None:
-		self.release.set()
-		self.httpd.shutdown()
-		self.httpd.server_close()
-
-
 class TestDatabaseConnectionLost(FlowTestCase):
 	def test_a_step_whose_connection_is_killed_runs_again_and_its_effects_happen_once(self):
 		prefix = unique("Fault")
-		server = HoldingServer()
-		self.addCleanup(server.close)
+		arrived, release = threading.Event(), threading.Event()
+
+		def hold(request: dict) -> None:  # each request waits for `release`
+			arrived.set()
+			release.wait(30)
+
+		with RecordingServer(on_request=hold) as server:
+			try:
+				self.kill_the_connection_inside_a_call(prefix, server, arrived, release)
+			finally:
+				release.set()
+
+	def kill_the_connection_inside_a_call(self, prefix, server, arrived, release) -> None:
 		template = make_template(
 			[
 				{
@@ -381,7 +354,11 @@ class TestDatabaseConnectionLost(FlowTestCase):
 					"id": "call",
 					"kind": "webhook",
 					"depends_on": ["note"],
-					"payload": {"method": "POST", "url": server.url, "body": {"run": "{{ run.name }}"}},
+					"payload": {
+						"method": "POST",
+						"url": f"{server.url}/hook",
+						"body": {"run": "{{ run.name }}"},
+					},
 				},
 			]
 		)
@@ -391,9 +368,9 @@ class TestDatabaseConnectionLost(FlowTestCase):
 			process = worker(run, "--print-connection", "--allow-private-targets")
 			try:
 				connection = int(process.stdout.readline())
-				self.assertTrue(server.arrived.wait(60), "the worker is inside the HTTP step")
+				self.assertTrue(arrived.wait(60), "the worker is inside the HTTP step")
 				frappe.db.sql(f"kill connection {connection}")  # its Note is written, not committed
-				server.release.set()
+				release.set()
 				process.wait(timeout=60)
 			finally:
 				process.kill()
@@ -405,7 +382,8 @@ class TestDatabaseConnectionLost(FlowTestCase):
 			runtime.advance_run(run)  # the step runs again (its lease ran out)
 		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed")
 		self.assertEqual(notes_titled(prefix), [f"{prefix} {run}"], "one Note")
-		self.assertEqual(server.keys, [f"{run}:call:1"] * 2, "the repeat carries the same key")
+		keys = [r["headers"].get("Idempotency-Key") for r in server.requests]
+		self.assertEqual(keys, [f"{run}:call:1"] * 2, "the repeat carries the same key")
 
 
 class TestEventFlood(FlowTestCase):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -210,9 +211,12 @@ def pending(run: str, status: str | None = "Pending") -> list[Any]:
 
 
 class RecordingServer:
-	"""A real HTTP server on loopback that records requests and answers as told."""
+	"""A real HTTP server on loopback that records requests and answers as told.
 
-	def __init__(self):
+	`on_request(request)`, if given, runs on each recorded request before it is answered (to
+	hold it, for one)."""
+
+	def __init__(self, on_request: Callable[[dict[str, Any]], None] | None = None):
 		self.requests: list[dict[str, Any]] = []
 		self.responses: list[tuple[int, Any]] = []
 		server = self
@@ -221,9 +225,15 @@ class RecordingServer:
 			def _handle(self):
 				length = int(self.headers.get("Content-Length") or 0)
 				body = self.rfile.read(length) if length else b""
-				server.requests.append(
-					{"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-				)
+				request = {
+					"method": self.command,
+					"path": self.path,
+					"headers": dict(self.headers),
+					"body": body,
+				}
+				server.requests.append(request)
+				if on_request:
+					on_request(request)
 				status, payload = server.responses.pop(0) if server.responses else (200, {"ok": True})
 				data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
 				self.send_response(status)
