@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flow_automation.engine import Step
+from flow_automation.engine import Step, StepError
+from flow_automation.settings import max_recursion_depth
 
 
 class StepHost(Protocol):
@@ -46,6 +47,15 @@ class StepCall:
 	def record(self, action: str, **details: Any) -> None:
 		"""Note an outbound call that a dry run did not make."""
 		self.host.recorded.append({"step": self.step.id, "kind": self.step.kind, "action": action, **details})
+
+
+def check_child_depth(call: StepCall) -> None:
+	"""A sub-flow of this run would be within the site's nesting limit, or a StepError says not."""
+	depth = (call.run.depth or 0) + 1
+	if depth > max_recursion_depth():
+		raise StepError(
+			f"sub-flow depth {depth} is over the limit of {max_recursion_depth()}", retryable=False
+		)
 
 
 Handler = Callable[[StepCall], Any]

@@ -23,8 +23,7 @@ from flow_automation.engine import (
 	results_output,
 	simulated_outcome,
 )
-from flow_automation.settings import max_recursion_depth
-from flow_automation.steps.base import StepCall, handles
+from flow_automation.steps.base import StepCall, check_child_depth, handles
 
 
 class FanOutHost(Protocol):
@@ -57,11 +56,7 @@ def for_each(call: StepCall) -> Outcome:
 		raise StepError(f"template: flow template {fan.template!r} does not exist", retryable=False)
 	if not enabled:
 		raise StepError(f"template: flow template {fan.template!r} is disabled", retryable=False)
-	depth = (call.run.depth or 0) + 1
-	if depth > max_recursion_depth():
-		raise StepError(
-			f"sub-flow depth {depth} is over the limit of {max_recursion_depth()}", retryable=False
-		)
+	check_child_depth(call)
 	if call.dry_run:
 		call.record(
 			"start sub-flows",

@@ -7,8 +7,7 @@ from typing import Any
 import frappe
 
 from flow_automation.engine import SUB_FLOW, Outcome, StepError
-from flow_automation.settings import max_recursion_depth
-from flow_automation.steps.base import StepCall, handles
+from flow_automation.steps.base import StepCall, check_child_depth, handles
 
 
 @handles("start_flow")
@@ -17,11 +16,7 @@ def start_flow(call: StepCall) -> Any:
 	template = payload["template"]
 	if not frappe.db.exists("Flow Template", template):
 		raise StepError(f"template: flow template {template!r} does not exist", retryable=False)
-	depth = (call.run.depth or 0) + 1
-	if depth > max_recursion_depth():
-		raise StepError(
-			f"sub-flow depth {depth} is over the limit of {max_recursion_depth()}", retryable=False
-		)
+	check_child_depth(call)
 	if call.dry_run:
 		call.record("start sub-flow", template=template, variables=payload.get("variables") or {})
 		if payload.get("wait"):
