@@ -171,12 +171,17 @@ def answer_after_response(messages: list[InboundMessage], signer: Mapping[str, A
 		if routing.answers_soon(
 			_body(message) if message.type in routing.WORDS else None,
 			_e164(message.from_number),
-			(accounts.account_for_phone_number_id(message.phone_number_id) or signer)["name"],
+			_account_of(message, signer),
 		)
 	]
 	if soon:
 		after_response.add(lambda: routing.answer_now(soon))
 	return set(soon)
+
+
+def _account_of(message: InboundMessage, signer: Mapping[str, Any]) -> str:
+	"""The account a message was sent to: the one owning its phone number id, else the signer."""
+	return (accounts.account_for_phone_number_id(message.phone_number_id) or signer)["name"]
 
 
 def _log_problems(batch: WebhookBatch, raw: bytes) -> None:
@@ -226,7 +231,7 @@ def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) ->
 	user = frappe.session.user
 	rows = []
 	for message in messages:
-		account = accounts.account_for_phone_number_id(message.phone_number_id) or signer
+		account = _account_of(message, signer)
 		rows.append(
 			(
 				frappe.generate_hash(length=12),
@@ -237,7 +242,7 @@ def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) ->
 				"Inbound",
 				"Received",
 				message.type,
-				account["name"],
+				account,
 				_e164(message.from_number),
 				message.contact_name,
 				message.wamid,
