@@ -12,6 +12,8 @@
   Frappe's test convention (`now=frappe.flags.in_test`: in tests nothing commits, so jobs run
   inline). A job after commit that Redis cannot take is logged, never raised into a commit
   that already happened.
+- `enqueue_once()` / `doorbell_answered()`: a job after commit unless one is already on its
+  way (a doorbell), for callers that come in bursts and whose job drains stored work.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from functools import partial
 from typing import Any
 
 import frappe
-from frappe.utils.background_jobs import get_queues_timeout
+from frappe.utils.background_jobs import get_queues_timeout, get_redis_conn
 from redis.exceptions import RedisError
 
 # The RQ queue of the app's own workers, declared the Frappe way in common_site_config.json:
@@ -167,6 +169,47 @@ def enqueue(
 		frappe.db.after_commit.add(partial(_enqueue_committed, method, options))
 		return
 	frappe.enqueue(method, **options)
+
+
+def enqueue_once(method: str, *, doorbell: str, queue: str = "default", seconds: int = 60) -> None:
+	"""After commit, one job for `method`, unless one rung at `doorbell` has not started yet.
+
+	For work that arrives in bursts and is stored durably first (inbound messages): each caller
+	costs one `SET NX` instead of queueing a job of its own, and the job drains everything
+	stored. The job calls `doorbell_answered(doorbell)` before it reads its work, so what
+	commits after that rings again and nothing waits for a job that has already looked. The
+	doorbell expires after `seconds`: a job lost while it rang is replaced by the next ring,
+	and the minute cron drains what is left if none comes. Redis unreachable: logged, never
+	raised into the commit (as `enqueue(after_commit=True)`).
+	"""
+	if frappe.flags.in_test:
+		enqueue(method, queue=queue)  # inline, as every job in tests
+		return
+	frappe.db.after_commit.add(partial(_ring, method, doorbell, queue, seconds))
+
+
+def doorbell_answered(doorbell: str) -> None:
+	"""The job rung at `doorbell` has started: from now on, new work rings for a new job."""
+	try:
+		get_redis_conn().delete(_doorbell_key(doorbell))
+	except RedisError as e:
+		frappe.logger("flow_automation").error(f"doorbell {doorbell} not cleared ({type(e).__name__}: {e})")
+
+
+def _doorbell_key(doorbell: str) -> str:
+	# on the queue's Redis, beside the jobs it stands for; one per site
+	return f"flow_automation:doorbell:{frappe.local.site}:{doorbell}"
+
+
+def _ring(method: str, doorbell: str, queue: str, seconds: int) -> None:
+	try:
+		if get_redis_conn().set(_doorbell_key(doorbell), 1, nx=True, ex=seconds):
+			enqueue(method, queue=queue)
+	except RedisError as e:
+		frappe.logger("flow_automation").error(
+			f"job {method} not queued, Redis unreachable ({type(e).__name__}: {e}); "
+			"the minute cron will pick up its work"
+		)
 
 
 def _enqueue_committed(method: str, options: dict[str, Any]) -> None:

@@ -13,8 +13,9 @@ import json
 import frappe
 from frappe.tests.test_api import make_request
 from frappe.utils import get_test_client
-from frappe.utils.background_jobs import get_queue
+from frappe.utils.background_jobs import get_queue, get_redis_conn
 
+from flow_automation import transaction
 from flow_automation.channels.whatsapp import FakeGraphAPI
 from flow_automation.tests.utils import FlowTestCase, make_template
 from flow_automation.tests.whatsapp_utils import (
@@ -32,7 +33,7 @@ from flow_automation.whatsapp import accounts, routing
 URL = "/api/method/flow_automation.whatsapp.api.webhook"
 NUMBER = "+16505550199"
 ACCOUNT = "WA Webhook Test"
-JOB = "flow_automation.whatsapp.routing.process_delivery"
+JOB = routing.PROCESS_PENDING
 
 
 class TestWebhookRequests(FlowTestCase):
@@ -54,9 +55,13 @@ class TestWebhookRequests(FlowTestCase):
 		frappe.delete_doc("WhatsApp Account", ACCOUNT, force=True, ignore_permissions=True)
 		frappe.db.commit()
 		accounts.clear_account_cache()
-		_remove_jobs(cls.wamids)
+		_remove_jobs()
 		cls.graph.stop()
 		super().tearDownClass()
+
+	def setUp(self):
+		super().setUp()
+		_remove_jobs()  # and the doorbell: each test starts with no processing job on its way
 
 	def get(self, query: str):
 		return make_request(target=self.client.get, args=(f"{URL}?{query}",))
@@ -103,12 +108,43 @@ class TestWebhookRequests(FlowTestCase):
 			"WhatsApp Message", {"wamid": message_id}, ["processing_status", "account"], as_dict=True
 		)
 		self.assertEqual((row.processing_status, row.account), ("Pending", ACCOUNT))
-		self.assertTrue(_queued_jobs([message_id]))
-		routing.process_delivery(wamids=[message_id])  # what the worker does with that job
+		self.assertEqual(len(_queued_jobs()), 1)  # one job, though the message came twice
+		routing.process_pending()  # what the worker does with that job
 		self.assertEqual(
 			frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, "processing_status"), "Done"
 		)
 		self.assertTrue(frappe.db.get_value("WhatsApp Conversation", NUMBER, "last_inbound_at"))
+
+	def test_a_burst_of_deliveries_queues_one_job_and_a_started_job_lets_the_next_ring(self):
+		first = []
+		for n in range(5):
+			body, message_id = self.message(f"burst {n}")
+			self.assertEqual(self.post(*signed(body)).status_code, 200)
+			first.append(message_id)
+		self.assertEqual(len(_queued_jobs()), 1)
+		self.assertEqual(routing.process_pending(), 5)  # the job routes everything Pending
+		for message_id in first:
+			self.assertEqual(
+				frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, "processing_status"), "Done"
+			)
+		_queued_jobs()[0].delete()  # the worker took it
+		body, later = self.message("after the job started")
+		self.assertEqual(self.post(*signed(body)).status_code, 200)
+		self.assertEqual(len(_queued_jobs()), 1, "a message after the job looked rings for a new job")
+		self.assertEqual(self.stored(later), 1)
+
+	def test_a_lost_job_is_replaced_once_its_doorbell_expires(self):
+		body, message_id = self.message("the job for this one is lost")
+		self.assertEqual(self.post(*signed(body)).status_code, 200)
+		_queued_jobs()[0].delete()  # lost with its worker, never started: the doorbell still rings
+		body, second = self.message("still ringing")
+		self.assertEqual(self.post(*signed(body)).status_code, 200)
+		self.assertEqual(_queued_jobs(), [], "the doorbell is held: no second job yet")
+		get_redis_conn().expire(transaction._doorbell_key(routing.INBOUND_DOORBELL), 0)  # it expires
+		body, third = self.message("rings again")
+		self.assertEqual(self.post(*signed(body)).status_code, 200)
+		self.assertEqual(len(_queued_jobs()), 1)
+		self.assertEqual(routing.process_pending(), 3)  # and that job routes all three
 
 	def test_bad_or_missing_signatures_get_403_and_store_nothing(self):
 		body, message_id = self.message("forged")
@@ -163,6 +199,31 @@ class TestAnsweredAfterTheResponse(FlowTestCase):
 			],
 			trigger={"type": "WhatsApp Message", "keywords": ["menu"]},
 		)
+		cls.quiz = make_template(
+			[
+				{
+					"id": "q",
+					"kind": "ask",
+					"payload": {
+						"to": "{{ contact.number }}",
+						"text": "Favourite colour?",
+						"save_as": "colour",
+					},
+				},
+				{
+					"id": "thanks",
+					"kind": "send_whatsapp",
+					"parent_id": "q",
+					"branch": "answered",
+					"payload": {
+						"to": "{{ contact.number }}",
+						"mode": "text",
+						"text": "{{ variables.colour }} it is",
+					},
+				},
+			],
+			trigger={"type": "WhatsApp Message", "keywords": ["quiz"]},
+		)
 		frappe.db.commit()
 		clear_trigger_cache()
 		cls.wamids: list[str] = []
@@ -170,24 +231,30 @@ class TestAnsweredAfterTheResponse(FlowTestCase):
 	@classmethod
 	def tearDownClass(cls):
 		frappe.db.rollback()
-		runs = frappe.get_all("Flow Run", filters={"template": cls.template.name}, pluck="name")
+		templates = [cls.template.name, cls.quiz.name]
+		runs = frappe.get_all("Flow Run", filters={"template": ("in", templates)}, pluck="name")
 		for doctype in ("Flow Step Log", "Flow Step Pending", "WhatsApp Message"):
 			frappe.db.delete(doctype, {"run": ("in", runs or ["-"])})
-		frappe.db.delete("Flow Run", {"template": cls.template.name})
+		frappe.db.delete("Flow Run", {"template": ("in", templates)})
 		frappe.db.delete("WhatsApp Message", {"contact_number": NUMBER})
 		frappe.db.delete("WhatsApp Conversation", {"name": NUMBER})
-		frappe.delete_doc("Flow Template", cls.template.name, force=True, ignore_permissions=True)
+		for template in templates:
+			frappe.delete_doc("Flow Template", template, force=True, ignore_permissions=True)
 		frappe.delete_doc("WhatsApp Account", ACCOUNT, force=True, ignore_permissions=True)
 		frappe.db.commit()
 		accounts.clear_account_cache()
 		clear_trigger_cache()
-		_remove_jobs(cls.wamids)
+		_remove_jobs()
 		for run in runs:
 			job = get_queue("default").fetch_job(f"{frappe.local.site}::flow_automation:start:{run}")
 			if job:
 				job.delete()
 		cls.graph.stop()
 		super().tearDownClass()
+
+	def setUp(self):
+		super().setUp()
+		_remove_jobs()
 
 	def post(self, text: str) -> tuple[int, str]:
 		body = inbound_message(text, number=NUMBER)
@@ -218,27 +285,43 @@ class TestAnsweredAfterTheResponse(FlowTestCase):
 		)
 		self.assertEqual(row.processing_status, "Done")
 		self.assertEqual(frappe.db.get_value("Flow Run", row.run, "status"), "Completed")
-		self.assertFalse(_queued_jobs([message_id]))  # no processing job: it was done in the request
+		self.assertFalse(_queued_jobs())  # no processing job: it was done in the request
 		start_job = f"{frappe.local.site}::flow_automation:start:{row.run}"
 		self.assertIsNone(get_queue("default").fetch_job(start_job))  # nor a job to start its run
+
+	def test_a_reply_to_a_waiting_question_is_answered_right_after_the_200_without_a_job(self):
+		self.post("quiz")
+		run = frappe.db.get_value("Flow Run", {"template": self.quiz.name}, "name")
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Waiting")
+		self.assertEqual(frappe.db.get_value("WhatsApp Conversation", NUMBER, "waiting_run"), run)
+		message_id = self.post("teal")
+		replies = [m["text"]["body"] for m in self.graph.sent_messages if m.get("to") == NUMBER.lstrip("+")]
+		self.assertEqual(replies[-2:], ["Favourite colour?", "teal it is"])
+		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed")
+		self.assertEqual(
+			frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, ["processing_status", "run"]),
+			("Done", run),
+		)
+		self.assertFalse(_queued_jobs())
 
 	def test_a_message_no_flow_answers_is_left_to_the_job(self):
 		message_id = self.post("just saying hello")
 		self.assertEqual(
 			frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, "processing_status"), "Pending"
 		)
-		self.assertTrue(_queued_jobs([message_id]))
+		self.assertEqual(len(_queued_jobs()), 1)
 
 
-def _queued_jobs(wamids: list[str]) -> list:
-	found = []
-	for job in get_queue("short").jobs:
-		kwargs = (job.kwargs or {}).get("kwargs") or {}
-		if (job.kwargs or {}).get("method") == JOB and set(kwargs.get("wamids") or ()) & set(wamids):
-			found.append(job)
-	return found
+def _queued_jobs() -> list:
+	"""This site's queued `process_pending` jobs."""
+	return [
+		job
+		for job in get_queue("short").jobs
+		if (job.kwargs or {}).get("method") == JOB and (job.kwargs or {}).get("site") == frappe.local.site
+	]
 
 
-def _remove_jobs(wamids: list[str]) -> None:
-	for job in _queued_jobs(wamids):
+def _remove_jobs() -> None:
+	for job in _queued_jobs():
 		job.delete()
+	transaction.doorbell_answered(routing.INBOUND_DOORBELL)

@@ -17,8 +17,9 @@ drains, and a failure is stored on the row and in the Error Log, never dropped.
 A message a flow will answer (a keyword that starts one, or a reply to a waiting question)
 is not left to a background job: `answer_now` routes it right after the webhook's 200, in the
 web worker that stored it (Frappe's `after_response`), and starts the run it queued there
-too, so the bot's reply does not wait for two jobs to fork and start. Everything else goes
-to `process_delivery` as a job.
+too, so the bot's reply does not wait for two jobs to fork and start. Everything else is
+routed by `process_pending`, one job for a burst of deliveries: each delivery rings a
+doorbell after commit (`transaction.enqueue_once`) rather than queueing a job of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from frappe.utils import add_to_date, now_datetime
 from flow_automation.engine import REPLY, Outcome, waiting_for
 from flow_automation.roles import as_system
 from flow_automation.runtime import complete_step, kicks_held, start_queued_run, step_state
-from flow_automation.transaction import commit, isolated, separately
+from flow_automation.transaction import commit, doorbell_answered, enqueue_once, isolated, separately
 from flow_automation.triggers import dispatch_whatsapp_message, whatsapp_templates_for
 from flow_automation.whatsapp import conversations
 from flow_automation.whatsapp.delivery_status import MESSAGE, apply_reports
@@ -43,6 +44,8 @@ from flow_automation.whatsapp.outbound import Delivery, send
 DRAIN_GRACE_SECONDS = 60
 STUCK_PROCESSING_MINUTES = 15
 DRAIN_BATCH = 500
+INBOUND_DOORBELL = "whatsapp_inbound"
+PROCESS_PENDING = "flow_automation.whatsapp.routing.process_pending"
 DEFAULT_OPT_OUT = "STOP\nUNSUBSCRIBE"
 DEFAULT_OPT_IN = "START"
 WORDS = ("text", "button", "interactive")  # message types whose text can be a word or a keyword
@@ -53,7 +56,8 @@ def process_delivery(
 	failed: list[dict[str, Any]] | None = None,
 	template_updates: list[dict[str, Any]] | None = None,
 ) -> None:
-	"""Background job after a webhook delivery: failures, template updates, inbound messages."""
+	"""Background job after a webhook delivery: failures and template updates (and, for jobs
+	queued before `process_pending` existed, the delivery's inbound messages)."""
 	as_system()
 	if failed or template_updates:
 		apply_reports(failed or (), template_updates or ())
@@ -63,17 +67,36 @@ def process_delivery(
 			process_message(name)
 
 
-def answers_soon(text: str | None, number: str, account: str | None) -> bool:
-	"""Whether a flow will answer this inbound message: its text starts a keyword flow, or its
-	contact has a question waiting. Cheap (the cached keyword index, one indexed read), as it
-	runs inside the webhook's request."""
-	if text and text.strip() and whatsapp_templates_for(text.strip(), account):
-		return True
-	# plain SQL: get_value with a field list builds its query through sqlparse (~0.5 ms here)
-	waiting = frappe.db.sql(
-		f"select waiting_run from `tab{conversations.DOCTYPE}` where name = %s", number, pluck=True
+def ring_for_pending() -> None:
+	"""After commit, make sure a `process_pending` job is on its way (one for a burst)."""
+	enqueue_once(PROCESS_PENDING, doorbell=INBOUND_DOORBELL, queue="short")
+
+
+def process_pending() -> int:
+	"""The job inbound deliveries ring for: route every inbound message still Pending, in the
+	order they arrived. A full batch rings again for the rest; returns how many it took."""
+	doorbell_answered(INBOUND_DOORBELL)  # before reading: what commits from now on rings anew
+	as_system()
+	table = frappe.qb.DocType(MESSAGE)
+	names = (
+		frappe.qb.from_(table)
+		.select(table.name)
+		.where((table.direction == "Inbound") & (table.processing_status == "Pending"))
+		.orderby(table.creation)
+		.limit(DRAIN_BATCH)
+		.run(pluck=True)
 	)
-	return bool(waiting and waiting[0])
+	for name in names:
+		process_message(name)
+	if len(names) == DRAIN_BATCH:
+		ring_for_pending()
+	return len(names)
+
+
+def starts_a_flow(text: str | None, account: str | None) -> bool:
+	"""Whether this text starts a keyword flow (the cached keyword index: no query), as the
+	webhook asks inside its request."""
+	return bool(text and text.strip() and whatsapp_templates_for(text.strip(), account))
 
 
 def answer_now(wamids: list[str]) -> None:

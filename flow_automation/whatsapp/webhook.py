@@ -2,8 +2,9 @@
 
 The webhook does as little as possible: check the signature over the raw bytes, insert each
 message with `INSERT IGNORE` on its unique wamid (a redelivery changes nothing), move each
-delivery status forward in one conditional UPDATE (unknown wamids match no row), and
-enqueue `routing.process_delivery` after commit, which does the rest (see `routing`). A
+delivery status forward in one conditional UPDATE (unknown wamids match no row), and ring
+for `routing.process_pending` after commit (one job for a burst of deliveries), which does
+the rest (see `routing`). A
 message a flow will answer is routed right after the response instead, in this process
 (`routing.answer_now`), so the reply is not two background jobs away.
 """
@@ -33,6 +34,7 @@ from flow_automation.channels.whatsapp import (
 )
 from flow_automation.transaction import enqueue
 from flow_automation.whatsapp import accounts, early_statuses, routing
+from flow_automation.whatsapp.conversations import DOCTYPE as CONVERSATION
 from flow_automation.whatsapp.delivery_status import MESSAGE, STATUS_TIME_FIELD, apply_reports, apply_status
 
 INSERT_FIELDS = (
@@ -64,6 +66,11 @@ INSERT_SQL = "insert ignore into `tab{}` ({}) values ".format(
 	MESSAGE, ", ".join(f"`{field}`" for field in INSERT_FIELDS)
 )
 INSERT_ROW = "(" + ", ".join(["%s"] * len(INSERT_FIELDS)) + ")"
+# the rows it stored, each with its contact's waiting question (MariaDB's INSERT … RETURNING)
+RETURNING_WAITING = (
+	f" returning `wamid`, (select c.`waiting_run` from `tab{CONVERSATION}` c"
+	f" where c.`name` = `tab{MESSAGE}`.`contact_number`)"
+)
 
 
 # --- the request path ------------------------------------------------------------------------
@@ -128,9 +135,9 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 	batch = parse_webhook(parsed if parsed is not None else raw)
 	if batch.problems:
 		_log_problems(batch, raw)
-	wamids = store_messages(batch.messages, account)
-	soon = answer_after_response(batch.messages, account)
-	wamids = [w for w in wamids if w not in soon]
+	waiting = store_messages(batch.messages, account)
+	soon = answer_after_response(batch.messages, account, waiting)
+	wamids = [m.wamid for m in batch.messages if m.wamid not in soon]
 	failed = store_statuses(batch.statuses)
 	template_updates = [
 		{
@@ -151,16 +158,20 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 		except RedisError:
 			apply_reports(failed, template_updates)
 	if wamids:
-		# stored Pending: if the job cannot be queued after commit, the minute cron drains them
-		enqueue(PROCESS, queue="short", after_commit=True, wamids=wamids)
+		# stored Pending: if no job can be queued after commit, the minute cron drains them
+		routing.ring_for_pending()
 	return 200, "OK"
 
 
-def answer_after_response(messages: list[InboundMessage], signer: Mapping[str, Any]) -> set[str]:
+def answer_after_response(
+	messages: list[InboundMessage], signer: Mapping[str, Any], waiting: Mapping[str, bool]
+) -> set[str]:
 	"""The wamids of the messages a flow will answer, handed to `routing.answer_now` to run
 	right after the response (Frappe's `request.after_response`), once this request has
-	committed them. Outside a web request (a job, a test calling `receive`) there is no such
-	moment: nothing is taken, and the processing job does it all."""
+	committed them: newly stored messages (`waiting`, from `store_messages`) whose contact has
+	a question waiting or whose text starts a keyword flow. Outside a web request (a job, a
+	test calling `receive`) there is no such moment: nothing is taken, and the processing job
+	does it all."""
 	request = getattr(frappe.local, "request", None)
 	after_response = getattr(request, "after_response", None)
 	if after_response is None:
@@ -168,10 +179,12 @@ def answer_after_response(messages: list[InboundMessage], signer: Mapping[str, A
 	soon = [
 		message.wamid
 		for message in messages
-		if routing.answers_soon(
-			_body(message) if message.type in routing.WORDS else None,
-			_e164(message.from_number),
-			_account_of(message, signer),
+		if message.wamid in waiting
+		and (
+			waiting[message.wamid]
+			or routing.starts_a_flow(
+				_body(message) if message.type in routing.WORDS else None, _account_of(message, signer)
+			)
 		)
 	]
 	if soon:
@@ -223,10 +236,15 @@ def _body(message: InboundMessage) -> str | None:
 	return message.reply_title
 
 
-def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) -> list[str]:
-	"""Insert inbound messages, ignoring wamids already stored; returns every wamid seen."""
+def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) -> dict[str, bool]:
+	"""Insert inbound messages, ignoring wamids already stored.
+
+	Returns, for each message this call stored (a redelivery is not in it), whether its contact
+	has a question waiting, read by the same statement (`RETURNING`), as the webhook decides
+	with it whether to answer at once (`answer_after_response`).
+	"""
 	if not messages:
-		return []
+		return {}
 	now = now_datetime()
 	user = frappe.session.user
 	rows = []
@@ -260,8 +278,11 @@ def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) ->
 	# INSERT IGNORE on the unique wamid: a redelivered message is a no-op, not an error. One
 	# parameterised statement, as bulk_insert would write it, without building it anew with
 	# the query builder on every request.
-	frappe.db.sql(INSERT_SQL + ",".join([INSERT_ROW] * len(rows)), [value for row in rows for value in row])
-	return [message.wamid for message in messages]
+	stored = frappe.db.sql(
+		INSERT_SQL + ",".join([INSERT_ROW] * len(rows)) + RETURNING_WAITING,
+		[value for row in rows for value in row],
+	)
+	return {wamid: bool(waiting_run) for wamid, waiting_run in stored}
 
 
 def store_statuses(statuses: list[StatusUpdate]) -> list[str]:
