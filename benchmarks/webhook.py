@@ -3,8 +3,10 @@
 Serves the site with the bench's gunicorn on a free loopback port, then for DURATION seconds
 at CONCURRENCY posts signed deliveries (one inbound text message each, a unique wamid) to
 `/api/method/flow_automation.whatsapp.api.webhook`, and for as long calls Frappe's own
-`/api/method/ping` on the same server: the ceiling of Frappe's request path here. `lost`
-counts deliveries answered 200 whose message is not in the table.
+`/api/method/ping` on the same server: the ceiling of Frappe's request path here. The two
+take turns in ROUNDS windows each, in A-B-B-A order, so a machine that speeds up or slows
+down during the run (it is shared with MariaDB, Redis and this client) weighs on both
+alike. `lost` counts deliveries answered 200 whose message is not in the table.
 
     FRAPPE_BENCH=path/to/frappe-bench FRAPPE_TEST_SITE=test_site python benchmarks/webhook.py
 
@@ -16,6 +18,7 @@ processing jobs afterwards. Prints figures, asserts nothing; the last line is
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -32,6 +35,8 @@ from _site import find_bench
 BENCH = Path(find_bench())
 SITE = os.environ.get("FRAPPE_TEST_SITE", "test_site")
 DURATION = float(os.environ.get("WEBHOOK_BENCH_SECONDS", "60"))
+ROUNDS = int(os.environ.get("WEBHOOK_BENCH_ROUNDS", "6"))
+COUNTER = itertools.count()
 CONCURRENCY = int(os.environ.get("WEBHOOK_BENCH_CONCURRENCY", "16"))
 WORKERS = int(os.environ.get("WEBHOOK_BENCH_WORKERS", "2"))
 ACCOUNT = "WA Benchmark"
@@ -191,7 +196,6 @@ def start_server(port: int) -> subprocess.Popen:
 def load(url: str, make_request, seconds: float) -> tuple[int, list[float], list[str], int]:
 	"""Drive `make_request(session, n)` from CONCURRENCY threads; (count, latencies, acked, errors)."""
 	deadline = time.perf_counter() + seconds
-	counter = iter(range(10**12))
 	lock = threading.Lock()
 	latencies: list[float] = []
 	acked: list[str] = []
@@ -204,7 +208,7 @@ def load(url: str, make_request, seconds: float) -> tuple[int, list[float], list
 		bad = 0
 		while time.perf_counter() < deadline:
 			with lock:
-				n = next(counter)
+				n = next(COUNTER)  # one sequence for the whole run: every delivery's wamid is new
 			started = time.perf_counter()
 			try:
 				status, key = make_request(session, n)
@@ -256,8 +260,27 @@ def main() -> None:
 
 		load(base, post_delivery, min(3.0, DURATION / 10))  # warm-up: imports, caches, connections
 		load(base, get_ping, min(3.0, DURATION / 10))
-		hooks, hook_latencies, acked, hook_errors = load(base, post_delivery, DURATION)
-		pings, ping_latencies, _, ping_errors = load(base, get_ping, DURATION)
+		hooks = pings = hook_errors = ping_errors = 0
+		hook_latencies: list[float] = []
+		ping_latencies: list[float] = []
+		acked: list[str] = []
+		ratios: list[float] = []
+		window = DURATION / ROUNDS
+		for turn in range(ROUNDS):
+			order = ("hook", "ping") if turn % 2 == 0 else ("ping", "hook")
+			done = {}
+			for which in order:
+				if which == "hook":
+					count, latencies, ok, errors = load(base, post_delivery, window)
+					hooks, hook_errors = hooks + count, hook_errors + errors
+					hook_latencies += latencies
+					acked += ok
+				else:
+					count, latencies, _, errors = load(base, get_ping, window)
+					pings, ping_errors = pings + count, ping_errors + errors
+					ping_latencies += latencies
+				done[which] = count
+			ratios.append(done["hook"] / done["ping"] if done["ping"] else 0.0)
 	finally:
 		server.terminate()
 		try:
@@ -272,7 +295,10 @@ def main() -> None:
 	lost = len(acked) - stored
 	webhook_rps = hooks / DURATION
 	ping_rps = pings / DURATION
-	print(f"site {SITE} on gunicorn -w {WORKERS}, {CONCURRENCY} concurrent clients, {DURATION:g} s each")
+	print(
+		f"site {SITE} on gunicorn -w {WORKERS}, {CONCURRENCY} concurrent clients, {DURATION:g} s each "
+		f"in {ROUNDS} turns; ratio per turn: {' '.join(f'{r:.2f}' for r in ratios)}"
+	)
 	print(
 		f"webhook: {hooks} requests, {len(acked)} acknowledged, {hook_errors} errors, p50 {p50(hook_latencies):.1f} ms, p95 {p95(hook_latencies):.1f} ms"
 	)
