@@ -44,6 +44,15 @@ def _parse(candidate: str, region: str | None) -> phonenumbers.PhoneNumber | Non
 
 def _pick(candidates: list[tuple[str, str | None]]) -> phonenumbers.PhoneNumber | None:
 	parsed = [number for number in (_parse(c, r) for c, r in candidates) if number is not None]
+	if len(parsed) == 1:
+		# One reading (every wa_id): valid or possible gives the same answer, and the length
+		# check is cheap where validity is not (a +1 number is tried against 25 regions).
+		number = parsed[0]
+		return (
+			number
+			if phonenumbers.is_possible_number(number) or phonenumbers.is_valid_number(number)
+			else None
+		)
 	for number in parsed:
 		if phonenumbers.is_valid_number(number):
 			return number
