@@ -23,6 +23,7 @@ from typing import Any
 import frappe
 from frappe import _
 from frappe.utils import add_days, add_to_date, get_datetime, getdate, now_datetime
+from frappe.utils.caching import site_cache
 from redis.exceptions import RedisError
 
 from flow_automation.engine import ConditionError, evaluate_condition
@@ -44,6 +45,7 @@ NAMED_EVENTS = "__named_events__"
 SCHEDULES = "__schedules__"
 MANUAL = "__manual__"
 INDEX_SECONDS = 60
+HINT_SECONDS = 10  # how old the webhook's copy of the keyword triggers may be
 OUTBOX_GRACE_SECONDS = 30
 OUTBOX_BATCH = 500
 
@@ -64,6 +66,7 @@ INTERNAL_DOCTYPES = frozenset(
 
 def clear_trigger_cache() -> None:
 	frappe.cache.delete_value(INDEX_KEY)
+	_keyword_specs_copy.clear_cache()  # this process's; the others' expire within HINT_SECONDS
 
 
 def _index(key: str, generator) -> list[dict[str, Any]]:
@@ -577,14 +580,31 @@ def keyword_matches(text: str, keyword: str, match: str) -> bool:
 	return text.casefold() == keyword.casefold()
 
 
-def whatsapp_templates_for(text: str, account: str | None = None) -> list[dict[str, Any]]:
-	"""Enabled templates whose keywords match `text`, highest priority first (cached index)."""
+def whatsapp_templates_for(
+	text: str, account: str | None = None, specs: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+	"""Enabled templates whose keywords match `text`, highest priority first (cached index, or
+	the given `specs`)."""
 	return [
 		spec
-		for spec in _index(WHATSAPP_KEYWORDS, _whatsapp_specs)
+		for spec in (_index(WHATSAPP_KEYWORDS, _whatsapp_specs) if specs is None else specs)
 		if (not spec["account"] or spec["account"] == account)
 		and any(keyword_matches(text, k, spec["match"]) for k in spec["keywords"])
 	]
+
+
+@site_cache(ttl=HINT_SECONDS)
+def _keyword_specs_copy() -> list[dict[str, Any]]:
+	return _index(WHATSAPP_KEYWORDS, _whatsapp_specs)
+
+
+def starts_a_whatsapp_flow(text: str | None, account: str | None) -> bool:
+	"""Whether `text` would start a keyword flow, as the webhook asks on every delivery: from
+	this process's copy of the keyword triggers, at most HINT_SECONDS old, so no Redis round
+	trip per request. A hint only: the routing itself reads the index afresh, so a copy out of
+	date merely moves a message's routing between right after the response and the job."""
+	text = (text or "").strip()
+	return bool(text and whatsapp_templates_for(text, account, _keyword_specs_copy()))
 
 
 def dispatch_whatsapp_message(

@@ -19,6 +19,7 @@ from flow_automation import transaction
 from flow_automation.channels.whatsapp import FakeGraphAPI
 from flow_automation.tests.utils import FlowTestCase, make_template
 from flow_automation.tests.whatsapp_utils import (
+	APP_SECRET,
 	SAMPLES,
 	TOKEN,
 	VERIFY_TOKEN,
@@ -145,6 +146,28 @@ class TestWebhookRequests(FlowTestCase):
 		self.assertEqual(self.post(*signed(body)).status_code, 200)
 		self.assertEqual(len(_queued_jobs()), 1)
 		self.assertEqual(routing.process_pending(), 3)  # and that job routes all three
+
+	def test_a_secret_changed_by_another_process_is_taken_at_once(self):
+		from frappe.utils.password import set_encrypted_password
+
+		accounts.webhook_accounts()  # this process holds its copy of the accounts
+		# another process saves a new app secret: the row, the Redis cache, not our copy
+		set_encrypted_password("WhatsApp Account", ACCOUNT, "rotated-secret", "app_secret")
+		frappe.db.set_value("WhatsApp Account", ACCOUNT, "modified", frappe.utils.now_datetime())
+		frappe.db.commit()
+		frappe.cache.delete_value(accounts.ACCOUNTS_KEY)
+		try:
+			body, message_id = self.message("signed with the new secret")
+			self.assertEqual(self.post(*signed(body, "rotated-secret")).status_code, 200)
+			self.assertEqual(self.stored(message_id), 1)
+			body, old = self.message("signed with the old secret")
+			self.assertEqual(self.post(*signed(body)).status_code, 403)
+			self.assertEqual(self.stored(old), 0)
+		finally:
+			set_encrypted_password("WhatsApp Account", ACCOUNT, APP_SECRET, "app_secret")
+			frappe.db.set_value("WhatsApp Account", ACCOUNT, "modified", frappe.utils.now_datetime())
+			frappe.db.commit()
+			accounts.clear_account_cache()
 
 	def test_bad_or_missing_signatures_get_403_and_store_nothing(self):
 		body, message_id = self.message("forged")

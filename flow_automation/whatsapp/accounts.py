@@ -1,9 +1,11 @@
 """WhatsApp Accounts: which number sends, its credentials, and a client for it.
 
 The non-secret facts of every enabled account are cached in Redis (cleared when an account
-changes), so the webhook finds the account of a delivery without a query. Secrets never go
-to Redis (DESIGN §10): an app secret is decrypted once per process and account version and
-kept in that process's memory.
+changes), so the webhook finds the account of a delivery without a query; the webhook reads
+them from a copy each process keeps for a few seconds (`webhook_accounts`), and reads Redis
+again when that copy cannot verify a signature. Secrets never go to Redis (DESIGN §10): an
+app secret is decrypted once per process and account version and kept in that process's
+memory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import frappe
 from frappe import _
+from frappe.utils.caching import site_cache
 from frappe.utils.password import get_decrypted_password
 
 from flow_automation.channels.whatsapp import CloudAPIClient
@@ -37,12 +40,15 @@ CLIENT_MAX_ATTEMPTS = 3
 CLIENT_BACKOFF_SECONDS = 1.0
 CLIENT_MAX_BACKOFF_SECONDS = 8.0
 CLIENT_MAX_RETRY_AFTER_SECONDS = 10.0
+# how long a process's copy of the accounts serves the webhook (see webhook_accounts)
+WEBHOOK_COPY_SECONDS = 10
 
 _secrets: dict[tuple[str, str, str], str | None] = {}
 
 
 def clear_account_cache() -> None:
 	frappe.cache.delete_value(ACCOUNTS_KEY)
+	_accounts_copy.clear_cache()  # this process's; the others' expire within WEBHOOK_COPY_SECONDS
 
 
 def active_accounts() -> list[dict[str, Any]]:
@@ -60,16 +66,38 @@ def active_accounts() -> list[dict[str, Any]]:
 	return frappe.cache.get_value(ACCOUNTS_KEY, load) or []
 
 
+@site_cache(ttl=WEBHOOK_COPY_SECONDS)
+def _accounts_copy() -> list[dict[str, Any]]:
+	return active_accounts()
+
+
+def webhook_accounts(*, fresh: bool = False) -> list[dict[str, Any]]:
+	"""The enabled accounts as the webhook reads them on every delivery: this process's copy,
+	at most WEBHOOK_COPY_SECONDS old (no Redis round trip per request), or, `fresh`, read
+	again. A copy that is out of date errs only one way the webhook cannot put right at once:
+	an account disabled seconds ago still takes deliveries for those seconds. A new account or
+	a changed app secret fails the signature check against the copy, and the webhook then asks
+	again with `fresh`.
+	"""
+	if fresh:
+		_accounts_copy.clear_cache()
+	return _accounts_copy()
+
+
 def account_info(name: str | None) -> dict[str, Any] | None:
 	"""An enabled account's cached facts, by name."""
 	return next((a for a in active_accounts() if a["name"] == name), None) if name else None
 
 
-def account_for_phone_number_id(phone_number_id: str | None) -> dict[str, Any] | None:
-	"""The enabled account that owns a Meta phone number id (from a webhook's metadata)."""
+def account_for_phone_number_id(
+	phone_number_id: str | None, among: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+	"""The enabled account that owns a Meta phone number id (from a webhook's metadata), among
+	`among` (the webhook's copy) or the cached accounts."""
 	if not phone_number_id:
 		return None
-	return next((a for a in active_accounts() if a["phone_number_id"] == str(phone_number_id)), None)
+	candidates = active_accounts() if among is None else among
+	return next((a for a in candidates if a["phone_number_id"] == str(phone_number_id)), None)
 
 
 def default_account() -> dict[str, Any] | None:

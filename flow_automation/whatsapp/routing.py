@@ -35,7 +35,7 @@ from flow_automation.engine import REPLY, Outcome, waiting_for
 from flow_automation.roles import as_system
 from flow_automation.runtime import complete_step, kicks_held, start_queued_run, step_state
 from flow_automation.transaction import commit, doorbell_answered, enqueue_once, isolated, separately
-from flow_automation.triggers import dispatch_whatsapp_message, whatsapp_templates_for
+from flow_automation.triggers import dispatch_whatsapp_message
 from flow_automation.whatsapp import conversations
 from flow_automation.whatsapp.delivery_status import MESSAGE, apply_reports
 from flow_automation.whatsapp.media import enqueue_media_download
@@ -91,12 +91,6 @@ def process_pending() -> int:
 	if len(names) == DRAIN_BATCH:
 		ring_for_pending()
 	return len(names)
-
-
-def starts_a_flow(text: str | None, account: str | None) -> bool:
-	"""Whether this text starts a keyword flow (the cached keyword index: no query), as the
-	webhook asks inside its request."""
-	return bool(text and text.strip() and whatsapp_templates_for(text.strip(), account))
 
 
 def answer_now(wamids: list[str]) -> None:

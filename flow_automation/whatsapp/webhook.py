@@ -33,6 +33,7 @@ from flow_automation.channels.whatsapp import (
 	verify_subscription,
 )
 from flow_automation.transaction import enqueue
+from flow_automation.triggers import starts_a_whatsapp_flow
 from flow_automation.whatsapp import accounts, early_statuses, routing
 from flow_automation.whatsapp.conversations import DOCTYPE as CONVERSATION
 from flow_automation.whatsapp.delivery_status import MESSAGE, STATUS_TIME_FIELD, apply_reports, apply_status
@@ -88,15 +89,16 @@ def subscribe(params: Mapping[str, Any]) -> tuple[int, str]:
 	return 403, "Forbidden"
 
 
-def signing_account(raw: bytes, signature: str | None, parsed: Any) -> dict[str, Any] | None:
-	"""The enabled account whose app secret signed `raw`, or None.
+def signing_account(
+	raw: bytes, signature: str | None, parsed: Any, candidates: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+	"""The enabled account (of `candidates`) whose app secret signed `raw`, or None.
 
 	The account named by the delivery's metadata.phone_number_id is tried first (one
 	decryption); the others only if that fails, so one app serving several numbers works.
 	"""
 	if not signature:
 		return None
-	candidates = accounts.active_accounts()
 	named = set(_phone_number_ids(parsed))
 	ordered = [a for a in candidates if a["phone_number_id"] in named] + [
 		a for a in candidates if a["phone_number_id"] not in named
@@ -129,14 +131,18 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 		parsed: Any = json.loads(raw)
 	except ValueError:
 		parsed = None
-	account = signing_account(raw, signature, parsed)
+	known = accounts.webhook_accounts()
+	account = signing_account(raw, signature, parsed, known)
+	if account is None and signature:
+		known = accounts.webhook_accounts(fresh=True)  # an account or its secret changed just now?
+		account = signing_account(raw, signature, parsed, known)
 	if account is None:
 		return 403, "Invalid signature"
 	batch = parse_webhook(parsed if parsed is not None else raw)
 	if batch.problems:
 		_log_problems(batch, raw)
-	waiting = store_messages(batch.messages, account)
-	soon = answer_after_response(batch.messages, account, waiting)
+	waiting = store_messages(batch.messages, account, known)
+	soon = answer_after_response(batch.messages, account, waiting, known)
 	wamids = [m.wamid for m in batch.messages if m.wamid not in soon]
 	failed = store_statuses(batch.statuses)
 	template_updates = [
@@ -164,7 +170,10 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 
 
 def answer_after_response(
-	messages: list[InboundMessage], signer: Mapping[str, Any], waiting: Mapping[str, bool]
+	messages: list[InboundMessage],
+	signer: Mapping[str, Any],
+	waiting: Mapping[str, bool],
+	known: list[dict[str, Any]] | None = None,
 ) -> set[str]:
 	"""The wamids of the messages a flow will answer, handed to `routing.answer_now` to run
 	right after the response (Frappe's `request.after_response`), once this request has
@@ -182,8 +191,8 @@ def answer_after_response(
 		if message.wamid in waiting
 		and (
 			waiting[message.wamid]
-			or routing.starts_a_flow(
-				_body(message) if message.type in routing.WORDS else None, _account_of(message, signer)
+			or starts_a_whatsapp_flow(
+				_body(message) if message.type in routing.WORDS else None, _account_of(message, signer, known)
 			)
 		)
 	]
@@ -192,9 +201,12 @@ def answer_after_response(
 	return set(soon)
 
 
-def _account_of(message: InboundMessage, signer: Mapping[str, Any]) -> str:
-	"""The account a message was sent to: the one owning its phone number id, else the signer."""
-	return (accounts.account_for_phone_number_id(message.phone_number_id) or signer)["name"]
+def _account_of(
+	message: InboundMessage, signer: Mapping[str, Any], known: list[dict[str, Any]] | None = None
+) -> str:
+	"""The account a message was sent to: the one owning its phone number id (among `known`,
+	the accounts the delivery was verified against), else the signer."""
+	return (accounts.account_for_phone_number_id(message.phone_number_id, known) or signer)["name"]
 
 
 def _log_problems(batch: WebhookBatch, raw: bytes) -> None:
@@ -236,7 +248,9 @@ def _body(message: InboundMessage) -> str | None:
 	return message.reply_title
 
 
-def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) -> dict[str, bool]:
+def store_messages(
+	messages: list[InboundMessage], signer: Mapping[str, Any], known: list[dict[str, Any]] | None = None
+) -> dict[str, bool]:
 	"""Insert inbound messages, ignoring wamids already stored.
 
 	Returns, for each message this call stored (a redelivery is not in it), whether its contact
@@ -249,7 +263,7 @@ def store_messages(messages: list[InboundMessage], signer: Mapping[str, Any]) ->
 	user = frappe.session.user
 	rows = []
 	for message in messages:
-		account = _account_of(message, signer)
+		account = _account_of(message, signer, known)
 		rows.append(
 			(
 				frappe.generate_hash(length=12),
