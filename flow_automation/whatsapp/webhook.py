@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import frappe
-from frappe.utils import convert_utc_to_system_timezone, now_datetime
+from frappe.utils import convert_utc_to_timezone, get_system_timezone
+from frappe.utils.caching import site_cache
 from redis.exceptions import RedisError
 
 from flow_automation.channels.whatsapp import (
@@ -216,12 +217,26 @@ def _log_problems(batch: WebhookBatch, raw: bytes) -> None:
 	)
 
 
-def _moment(timestamp: int | None) -> dt.datetime:
-	"""Meta's Unix time as a naive system-time datetime, never later than now."""
-	now = now_datetime()
+@site_cache(ttl=60)
+def _time_zone() -> str:
+	# The system time zone, as this process last read it (a minute at most): `now_datetime()`
+	# reads System Settings from Redis on every request.
+	return get_system_timezone()
+
+
+def _now() -> dt.datetime:
+	"""`frappe.utils.now_datetime()`, from this process's copy of the system time zone."""
+	return convert_utc_to_timezone(dt.datetime.now(dt.timezone.utc), _time_zone()).replace(tzinfo=None)
+
+
+def _moment(timestamp: int | None, now: dt.datetime | None = None) -> dt.datetime:
+	"""Meta's Unix time as a naive system-time datetime, never later than `now`."""
+	now = now or _now()
 	if not timestamp:
 		return now
-	moment = convert_utc_to_system_timezone(dt.datetime.utcfromtimestamp(timestamp)).replace(tzinfo=None)
+	moment = convert_utc_to_timezone(
+		dt.datetime.fromtimestamp(timestamp, dt.timezone.utc), _time_zone()
+	).replace(tzinfo=None)
 	return min(moment, now)
 
 
@@ -259,7 +274,7 @@ def store_messages(
 	"""
 	if not messages:
 		return {}
-	now = now_datetime()
+	now = _now()
 	user = frappe.session.user
 	rows = []
 	for message in messages:
@@ -284,7 +299,7 @@ def store_messages(
 				message.reply_title,
 				message.media.id if message.media else None,
 				message.media.mime_type if message.media else None,
-				_moment(message.timestamp),
+				_moment(message.timestamp, now),
 				"Pending",
 				json.dumps(message.raw, ensure_ascii=False),
 			)
