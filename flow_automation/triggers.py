@@ -23,10 +23,10 @@ from typing import Any
 import frappe
 from frappe import _
 from frappe.utils import add_days, add_to_date, get_datetime, getdate, now_datetime
-from frappe.utils.caching import site_cache
 from redis.exceptions import RedisError
 
 from flow_automation.engine import ConditionError, evaluate_condition
+from flow_automation.process_copy import process_copy
 from flow_automation.roles import FLOW_USER_ROLES, has_any_role
 from flow_automation.runtime import (
 	ActiveRunExists,
@@ -66,7 +66,7 @@ INTERNAL_DOCTYPES = frozenset(
 
 def clear_trigger_cache() -> None:
 	frappe.cache.delete_value(INDEX_KEY)
-	_keyword_specs_copy.clear_cache()  # this process's; the others' expire within HINT_SECONDS
+	_keyword_specs_copy.clear()  # this process's; the others' expire within HINT_SECONDS
 
 
 def _index(key: str, generator) -> list[dict[str, Any]]:
@@ -593,7 +593,7 @@ def whatsapp_templates_for(
 	]
 
 
-@site_cache(ttl=HINT_SECONDS)
+@process_copy(HINT_SECONDS)
 def _keyword_specs_copy() -> list[dict[str, Any]]:
 	return _index(WHATSAPP_KEYWORDS, _whatsapp_specs)
 

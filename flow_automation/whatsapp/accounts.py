@@ -15,11 +15,11 @@ from typing import Any
 
 import frappe
 from frappe import _
-from frappe.utils.caching import site_cache
 from frappe.utils.password import get_decrypted_password
 
 from flow_automation.channels.whatsapp import CloudAPIClient
 from flow_automation.engine import StepError
+from flow_automation.process_copy import process_copy
 
 ACCOUNTS_KEY = "flow_automation:whatsapp_accounts"
 ACCOUNT_FIELDS = (
@@ -48,7 +48,7 @@ _secrets: dict[tuple[str, str, str], str | None] = {}
 
 def clear_account_cache() -> None:
 	frappe.cache.delete_value(ACCOUNTS_KEY)
-	_accounts_copy.clear_cache()  # this process's; the others' expire within WEBHOOK_COPY_SECONDS
+	_accounts_copy.clear()  # this process's; the others' expire within WEBHOOK_COPY_SECONDS
 
 
 def active_accounts() -> list[dict[str, Any]]:
@@ -66,7 +66,7 @@ def active_accounts() -> list[dict[str, Any]]:
 	return frappe.cache.get_value(ACCOUNTS_KEY, load) or []
 
 
-@site_cache(ttl=WEBHOOK_COPY_SECONDS)
+@process_copy(WEBHOOK_COPY_SECONDS)
 def _accounts_copy() -> list[dict[str, Any]]:
 	return active_accounts()
 
@@ -80,7 +80,7 @@ def webhook_accounts(*, fresh: bool = False) -> list[dict[str, Any]]:
 	again with `fresh`.
 	"""
 	if fresh:
-		_accounts_copy.clear_cache()
+		_accounts_copy.clear()
 	return _accounts_copy()
 
 

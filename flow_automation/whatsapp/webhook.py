@@ -19,7 +19,6 @@ from typing import Any
 
 import frappe
 from frappe.utils import convert_utc_to_timezone, get_system_timezone
-from frappe.utils.caching import site_cache
 from redis.exceptions import RedisError
 
 from flow_automation.channels.whatsapp import (
@@ -33,6 +32,7 @@ from flow_automation.channels.whatsapp import (
 	verify_signature,
 	verify_subscription,
 )
+from flow_automation.process_copy import process_copy
 from flow_automation.transaction import enqueue
 from flow_automation.triggers import starts_a_whatsapp_flow
 from flow_automation.whatsapp import accounts, early_statuses, routing
@@ -217,7 +217,7 @@ def _log_problems(batch: WebhookBatch, raw: bytes) -> None:
 	)
 
 
-@site_cache(ttl=60)
+@process_copy(60)
 def _time_zone() -> str:
 	# The system time zone, as this process last read it (a minute at most): `now_datetime()`
 	# reads System Settings from Redis on every request.
