@@ -205,13 +205,12 @@ def utc_epoch(value) -> float | None:
 
 def breakdown(frappe, conversations: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> list[str]:
 	"""Where the time between the 200 and the reply went (medians over the answered conversations)."""
-	delivery_jobs = {}
+	pending_jobs = []  # routing.process_pending: whatever was Pending when it ran
 	start_jobs = {}
 	for job in jobs:
 		method = job["method"] or ""
-		if method.endswith("process_delivery"):
-			for wamid in job["kwargs"].get("wamids") or ():
-				delivery_jobs[wamid] = job
+		if method.endswith("process_pending"):
+			pending_jobs.append(job)
 		elif method.endswith("start_queued_run"):
 			start_jobs[job["kwargs"].get("run")] = job
 	stages: dict[str, list[float]] = {}
@@ -252,16 +251,26 @@ def breakdown(frappe, conversations: list[dict[str, Any]], jobs: list[dict[str, 
 			to_epoch(outbound and outbound.creation),
 		)
 		add("outbound row -> send arrives at Meta", to_epoch(outbound and outbound.creation), arrived)
-		job = delivery_jobs.get(c["wamid"])
+		routed_at = to_epoch(inbound and inbound.modified)
+		job = next(
+			(
+				j
+				for j in pending_jobs
+				if routed_at
+				and utc_epoch(j["started_at"])
+				and utc_epoch(j["started_at"]) <= routed_at <= (utc_epoch(j["ended_at"]) or routed_at)
+			),
+			None,
+		)
 		if job:
 			paths["delivery_job"] += 1
 			add(
-				"  process_delivery: 200 -> horse started (queue wait + fork)",
+				"  process_pending: 200 -> horse started (queue wait + fork)",
 				t200,
 				utc_epoch(job["started_at"]),
 			)
 			add(
-				"  process_delivery: ran (frappe.init + imports + routing + commit)",
+				"  process_pending: ran (frappe.init + imports + routing + commit)",
 				utc_epoch(job["started_at"]),
 				utc_epoch(job["ended_at"]),
 			)
@@ -281,7 +290,7 @@ def breakdown(frappe, conversations: list[dict[str, Any]], jobs: list[dict[str, 
 			add("  start job: ran in all", utc_epoch(start["started_at"]), utc_epoch(start["ended_at"]))
 	lines = [
 		f"path: {paths['delivery_job']} of {paths['answered']} answered messages were routed by a "
-		f"process_delivery job (the others in the web worker, after its response); "
+		f"process_pending job (the others in the web worker, after its response); "
 		f"{paths['start_job']} of their runs had a start job, {paths['sent_by_start_job']} of which "
 		f"queued the reply itself (its outbound row written >= {HORSE_SETUP_FLOOR * 1000:.0f} ms after "
 		"the horse started; earlier than that a horse is still setting up, so the run had been "
