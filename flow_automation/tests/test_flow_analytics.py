@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import unittest
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import frappe
 from frappe.desk.query_report import run as run_report
@@ -348,7 +348,24 @@ class TestFlowAnalyticsInDesk(FlowTestCase):
 	def test_the_workspace_links_to_it(self):
 		_context, page = self.browser.context()
 		page.goto(f"{self.server.url}/app/flow-automation")
-		page.locator("a.link-item[title='Flow Analytics']").click()
+		link = page.locator("a.link-item[title='Flow Analytics']")
+		# the workspace is drawn (its route set) before the click, else Desk may still swallow it
+		page.wait_for_function("() => frappe.get_route_str().startsWith('Workspaces/')")
+		link.wait_for(state="visible")
+		self.assertIn("query-report/Flow Analytics", unquote(link.get_attribute("href") or ""))
+		from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+		for _attempt in range(3):  # a click while the workspace's widgets still render is lost
+			if not page.evaluate("() => frappe.get_route_str().startsWith('Workspaces/')"):
+				break  # it went somewhere: the wait below says whether it is the report
+			link.click()
+			try:
+				page.wait_for_function(
+					"() => frappe.get_route_str() === 'query-report/Flow Analytics'", timeout=10_000
+				)
+				break
+			except PlaywrightTimeout:
+				continue
 		page.wait_for_function("() => frappe.get_route_str() === 'query-report/Flow Analytics'")
 		page.wait_for_function(
 			"() => frappe.query_report && frappe.query_report.report_name === 'Flow Analytics'"
