@@ -12,8 +12,8 @@
   Frappe's test convention (`now=frappe.flags.in_test`: in tests nothing commits, so jobs run
   inline). A job after commit that Redis cannot take is logged, never raised into a commit
   that already happened.
-- `enqueue_once()` / `doorbell_answered()`: a job after commit unless one is already on its
-  way (a doorbell), for callers that come in bursts and whose job drains stored work.
+- `enqueue(after_commit=True, doorbell=…)` / `doorbell_answered()`: a job after commit unless
+  one is already on its way, for callers that come in bursts and whose job drains stored work.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from redis.exceptions import RedisError
 # The RQ queue of the app's own workers, declared the Frappe way in common_site_config.json:
 # "workers": {"flow_automation": {"timeout": 1500}}. Without it, jobs use the standard queues.
 FLOW_QUEUE = "flow_automation"
+# how long a rung doorbell holds back new jobs when the job it queued never starts
+DOORBELL_SECONDS = 60
 
 
 @dataclass
@@ -141,6 +143,7 @@ def enqueue(
 	job_id: str | None = None,
 	deduplicate: bool = False,
 	after_commit: bool = False,
+	doorbell: str | None = None,
 	timeout: int | None = None,
 	**kwargs: Any,
 ) -> None:
@@ -155,6 +158,14 @@ def enqueue(
 	Redis cannot take it then, that is logged (the app's log file) and the caller's commit
 	stands, as an error could not undo it: a run's start and an inbound message's processing
 	are already durable (a Queued run, a Pending message) and the minute cron drains them.
+
+	`doorbell` (with `after_commit`): for work that arrives in bursts and is stored first
+	(inbound messages), whose job drains everything stored. After commit each caller costs one
+	`SET NX`, and only the one that rings queues the job. The job calls
+	`doorbell_answered(doorbell)` before it reads its work, so what commits after that rings
+	again and nothing waits for a job that has already looked. The doorbell expires after
+	DOORBELL_SECONDS: a job lost while it rang is replaced by the next ring, and the minute
+	cron drains what is left if none comes.
 	"""
 	now = bool(frappe.flags.in_test)
 	options: dict[str, Any] = {
@@ -166,26 +177,9 @@ def enqueue(
 		**kwargs,
 	}
 	if after_commit and not now:
-		frappe.db.after_commit.add(partial(_enqueue_committed, method, options))
+		frappe.db.after_commit.add(partial(_enqueue_committed, method, options, doorbell))
 		return
 	frappe.enqueue(method, **options)
-
-
-def enqueue_once(method: str, *, doorbell: str, queue: str = "default", seconds: int = 60) -> None:
-	"""After commit, one job for `method`, unless one rung at `doorbell` has not started yet.
-
-	For work that arrives in bursts and is stored durably first (inbound messages): each caller
-	costs one `SET NX` instead of queueing a job of its own, and the job drains everything
-	stored. The job calls `doorbell_answered(doorbell)` before it reads its work, so what
-	commits after that rings again and nothing waits for a job that has already looked. The
-	doorbell expires after `seconds`: a job lost while it rang is replaced by the next ring,
-	and the minute cron drains what is left if none comes. Redis unreachable: logged, never
-	raised into the commit (as `enqueue(after_commit=True)`).
-	"""
-	if frappe.flags.in_test:
-		enqueue(method, queue=queue)  # inline, as every job in tests
-		return
-	frappe.db.after_commit.add(partial(_ring, method, doorbell, queue, seconds))
 
 
 def doorbell_answered(doorbell: str) -> None:
@@ -201,19 +195,10 @@ def _doorbell_key(doorbell: str) -> str:
 	return f"flow_automation:doorbell:{frappe.local.site}:{doorbell}"
 
 
-def _ring(method: str, doorbell: str, queue: str, seconds: int) -> None:
+def _enqueue_committed(method: str, options: dict[str, Any], doorbell: str | None = None) -> None:
 	try:
-		if get_redis_conn().set(_doorbell_key(doorbell), 1, nx=True, ex=seconds):
-			enqueue(method, queue=queue)
-	except RedisError as e:
-		frappe.logger("flow_automation").error(
-			f"job {method} not queued, Redis unreachable ({type(e).__name__}: {e}); "
-			"the minute cron will pick up its work"
-		)
-
-
-def _enqueue_committed(method: str, options: dict[str, Any]) -> None:
-	try:
+		if doorbell and not get_redis_conn().set(_doorbell_key(doorbell), 1, nx=True, ex=DOORBELL_SECONDS):
+			return  # the job rung for earlier work has not started yet: it will read this too
 		frappe.enqueue(method, **options)
 	except RedisError as e:
 		# no Error Log: nothing commits after this point of a request, and an outage would

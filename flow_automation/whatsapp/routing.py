@@ -19,7 +19,7 @@ is not left to a background job: `answer_now` routes it right after the webhook'
 web worker that stored it (Frappe's `after_response`), and starts the run it queued there
 too, so the bot's reply does not wait for two jobs to fork and start. Everything else is
 routed by `process_pending`, one job for a burst of deliveries: each delivery rings a
-doorbell after commit (`transaction.enqueue_once`) rather than queueing a job of its own.
+doorbell after commit (`transaction.enqueue(doorbell=…)`) rather than queueing a job of its own.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from frappe.utils import add_to_date, now_datetime
 from flow_automation.engine import REPLY, Outcome, waiting_for
 from flow_automation.roles import as_system
 from flow_automation.runtime import complete_step, kicks_held, start_queued_run, step_state
-from flow_automation.transaction import commit, doorbell_answered, enqueue_once, isolated, separately
+from flow_automation.transaction import commit, doorbell_answered, enqueue, isolated, separately
 from flow_automation.triggers import dispatch_whatsapp_message
 from flow_automation.whatsapp import conversations
 from flow_automation.whatsapp.delivery_status import MESSAGE, apply_reports
@@ -69,7 +69,7 @@ def process_delivery(
 
 def ring_for_pending() -> None:
 	"""After commit, make sure a `process_pending` job is on its way (one for a burst)."""
-	enqueue_once(PROCESS_PENDING, doorbell=INBOUND_DOORBELL, queue="short")
+	enqueue(PROCESS_PENDING, queue="short", after_commit=True, doorbell=INBOUND_DOORBELL)
 
 
 def process_pending() -> int:
