@@ -174,7 +174,7 @@ def answer_after_response(
 	messages: list[InboundMessage],
 	signer: Mapping[str, Any],
 	waiting: Mapping[str, bool],
-	known: list[dict[str, Any]] | None = None,
+	known: list[dict[str, Any]],
 ) -> set[str]:
 	"""The wamids of the messages a flow will answer, handed to `routing.answer_now` to run
 	right after the response (Frappe's `request.after_response`), once this request has
