@@ -37,7 +37,10 @@ ACCOUNT = "WA Webhook Test"
 JOB = routing.PROCESS_PENDING
 
 
-class TestWebhookRequests(FlowTestCase):
+class WebhookCase(FlowTestCase):
+	"""A committed account on a loopback Graph API, a test client, and no processing job on
+	its way (nor a rung doorbell) when each test starts."""
+
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
@@ -62,8 +65,10 @@ class TestWebhookRequests(FlowTestCase):
 
 	def setUp(self):
 		super().setUp()
-		_remove_jobs()  # and the doorbell: each test starts with no processing job on its way
+		_remove_jobs()
 
+
+class TestWebhookRequests(WebhookCase):
 	def get(self, query: str):
 		return make_request(target=self.client.get, args=(f"{URL}?{query}",))
 
@@ -200,7 +205,7 @@ class TestWebhookRequests(FlowTestCase):
 		self.assertEqual(self.stored(message_id), 1)
 
 
-class TestAnsweredAfterTheResponse(FlowTestCase):
+class TestAnsweredAfterTheResponse(WebhookCase):
 	"""A message a flow will answer is routed, and its run started, right after the webhook's
 	200 in the web worker that stored it (Frappe's after_response): no background job and no
 	worker stand between the message and the reply. No worker runs here, so a reply at all
@@ -209,9 +214,6 @@ class TestAnsweredAfterTheResponse(FlowTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		cls.client = get_test_client(use_cookies=False)
-		cls.graph = FakeGraphAPI(access_token=TOKEN).start()
-		make_account(cls.graph, ACCOUNT)
 		cls.template = make_template(
 			[
 				{
@@ -249,7 +251,6 @@ class TestAnsweredAfterTheResponse(FlowTestCase):
 		)
 		frappe.db.commit()
 		clear_trigger_cache()
-		cls.wamids: list[str] = []
 
 	@classmethod
 	def tearDownClass(cls):
@@ -259,25 +260,15 @@ class TestAnsweredAfterTheResponse(FlowTestCase):
 		for doctype in ("Flow Step Log", "Flow Step Pending", "WhatsApp Message"):
 			frappe.db.delete(doctype, {"run": ("in", runs or ["-"])})
 		frappe.db.delete("Flow Run", {"template": ("in", templates)})
-		frappe.db.delete("WhatsApp Message", {"contact_number": NUMBER})
-		frappe.db.delete("WhatsApp Conversation", {"name": NUMBER})
 		for template in templates:
 			frappe.delete_doc("Flow Template", template, force=True, ignore_permissions=True)
-		frappe.delete_doc("WhatsApp Account", ACCOUNT, force=True, ignore_permissions=True)
 		frappe.db.commit()
-		accounts.clear_account_cache()
 		clear_trigger_cache()
-		_remove_jobs()
 		for run in runs:
 			job = get_queue("default").fetch_job(f"{frappe.local.site}::flow_automation:start:{run}")
 			if job:
 				job.delete()
-		cls.graph.stop()
 		super().tearDownClass()
-
-	def setUp(self):
-		super().setUp()
-		_remove_jobs()
 
 	def post(self, text: str) -> tuple[int, str]:
 		body = inbound_message(text, number=NUMBER)
