@@ -294,11 +294,16 @@ def use_queue(queue: str, on_enqueue=None) -> None:
 	`on_enqueue(kwargs, job)` is called after each enqueue (job is None when Frappe's
 	deduplication skipped it).
 	"""
+	_reroute(queue, ("default",), on_enqueue, "_flowbench_queue")
+
+
+def _reroute(queue: str, names: tuple[str, ...], on_enqueue, flag: str) -> bool:
+	"""Patch Frappe's enqueue so jobs naming one of `names` go to `queue` (once per `flag`)."""
 	from frappe.utils import background_jobs
 
-	if getattr(background_jobs, "_flowbench_queue", None):
-		return
-	background_jobs._flowbench_queue = queue
+	if getattr(background_jobs, flag, None):
+		return False
+	setattr(background_jobs, flag, queue)
 	original_timeouts = background_jobs.get_queues_timeout
 	original_enqueue = background_jobs.enqueue
 
@@ -307,7 +312,7 @@ def use_queue(queue: str, on_enqueue=None) -> None:
 
 	def enqueue(method, queue_=None, *args, **kwargs):
 		name = kwargs.pop("queue", queue_) or "default"
-		if name == "default":
+		if name in names:
 			name = queue
 		job = original_enqueue(method, name, *args, **kwargs)
 		if on_enqueue:
@@ -316,6 +321,7 @@ def use_queue(queue: str, on_enqueue=None) -> None:
 
 	background_jobs.get_queues_timeout = get_queues_timeout
 	background_jobs.enqueue = enqueue
+	return True
 
 
 def rq_queue(queue: str):
@@ -379,28 +385,10 @@ def use_queue_for_all(queue: str, on_enqueue=None) -> None:
 	and in the processes it forks (gunicorn's workers, RQ's work horses)."""
 	from frappe.utils import background_jobs
 
-	if getattr(background_jobs, "_flowbench_all_queues", None):
-		return
-	background_jobs._flowbench_all_queues = queue
-	if not getattr(background_jobs, "_flowbench_queue", None):
+	if _reroute(queue, APP_QUEUES, on_enqueue, "_flowbench_all_queues") and not getattr(
+		background_jobs, "_flowbench_queue", None
+	):
 		background_jobs._flowbench_queue = queue  # a later use_queue() changes nothing
-	original_timeouts = background_jobs.get_queues_timeout
-	original_enqueue = background_jobs.enqueue
-
-	def get_queues_timeout():
-		return {**original_timeouts(), queue: 600}
-
-	def enqueue(method, queue_=None, *args, **kwargs):
-		name = kwargs.pop("queue", queue_) or "default"
-		if name in APP_QUEUES:
-			name = queue
-		job = original_enqueue(method, name, *args, **kwargs)
-		if on_enqueue:
-			on_enqueue(kwargs, job)
-		return job
-
-	background_jobs.get_queues_timeout = get_queues_timeout
-	background_jobs.enqueue = enqueue
 
 
 def job_records(queue: str) -> list[dict[str, Any]]:
