@@ -15,7 +15,7 @@ from frappe.tests.test_api import make_request
 from frappe.utils import get_test_client
 from frappe.utils.background_jobs import get_queue, get_redis_conn
 
-from flow_automation import transaction
+from flow_automation import kept_connection, transaction
 from flow_automation.channels.whatsapp import FakeGraphAPI
 from flow_automation.tests.utils import FlowTestCase, make_template
 from flow_automation.tests.whatsapp_utils import (
@@ -60,6 +60,7 @@ class WebhookCase(FlowTestCase):
 		frappe.db.commit()
 		accounts.clear_account_cache()
 		_remove_jobs()
+		kept_connection.forget()  # the requests' connection, kept by this process
 		cls.graph.stop()
 		super().tearDownClass()
 

@@ -11,6 +11,7 @@ from typing import Any
 import frappe
 from werkzeug.wrappers import Response
 
+from flow_automation.kept_connection import reuse
 from flow_automation.roles import FLOW_MANAGER_ROLES, requires_roles
 from flow_automation.whatsapp import templates
 from flow_automation.whatsapp.webhook import receive, subscribe
@@ -35,6 +36,7 @@ def webhook() -> Response:
 		except Exception:
 			frappe.log_error(title="WhatsApp webhook: subscription check failed")
 			return _text(403, "Forbidden")
+	reuse()  # the connection an earlier delivery to this process left open, if any
 	try:
 		return _text(*receive(frappe.request.get_data(), frappe.get_request_header(SIGNATURE_HEADER)))
 	except Exception:
