@@ -223,6 +223,21 @@ def delete_templates(names: list[str]) -> None:
 
 
 @contextlib.contextmanager
+def one_at_a_time(name: str):
+	"""Refuse to start while another run of the same benchmark is going on: both would use
+	and then remove the same fixtures (an account, rows by prefix) under each other."""
+	import fcntl
+	import tempfile
+
+	with open(os.path.join(tempfile.gettempdir(), f"flow_automation_bench_{name}.lock"), "w") as lock:
+		try:
+			fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+		except BlockingIOError:
+			sys.exit(f"another {name} benchmark is running on this machine: wait for it to finish")
+		yield
+
+
+@contextlib.contextmanager
 def site_config_value(key: str, value: Any):
 	"""Set a key in site_config.json (read by every process), then put back what was there."""
 	import frappe

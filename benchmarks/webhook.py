@@ -25,13 +25,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _site import find_bench
+from _site import find_bench, one_at_a_time
 
 BENCH = Path(find_bench())
 SITE = os.environ.get("FRAPPE_TEST_SITE", "test_site")
@@ -46,6 +47,7 @@ APP_SECRET = "benchmark-app-secret-" + "0" * 16
 WAMID_PREFIX = "wamid.BENCH."
 WEBHOOK = "/api/method/flow_automation.whatsapp.api.webhook"
 PING = "/api/method/ping"
+SERVER_LOG = Path(tempfile.gettempdir()) / "flow_automation_webhook_bench_gunicorn.log"
 
 try:
 	import frappe
@@ -181,7 +183,7 @@ def start_server(port: int) -> subprocess.Popen:
 		],
 		cwd=str(BENCH / "sites"),
 		stdout=subprocess.DEVNULL,
-		stderr=subprocess.PIPE,
+		stderr=SERVER_LOG.open("wb"),  # read back at the end: a pipe nobody reads would block it
 	)
 	deadline = time.time() + 60
 	while time.time() < deadline:
@@ -315,6 +317,13 @@ def main() -> None:
 	print(
 		f"ping:    {pings} requests, {ping_errors} errors, p50 {p50(ping_latencies):.1f} ms, p95 {p95(ping_latencies):.1f} ms"
 	)
+	server_log = SERVER_LOG.read_text(errors="replace")
+	if any(word in server_log for word in ("Traceback", "Error", "CRITICAL")):  # not import warnings
+		print(
+			f"gunicorn reported errors ({SERVER_LOG}); the last lines:",
+			*server_log.splitlines()[-15:],
+			sep="\n  ",
+		)
 	cleanup()
 	ratio = webhook_rps / ping_rps if ping_rps else 0.0
 	print(
@@ -329,7 +338,8 @@ def p50(values: list[float]) -> float:
 
 
 if __name__ == "__main__":
-	try:
-		main()
-	finally:
-		frappe.destroy()
+	with one_at_a_time("webhook"):
+		try:
+			main()
+		finally:
+			frappe.destroy()
