@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.compiler import CodeGenerator, Frame
@@ -36,7 +36,8 @@ class RenderError(ValueError):
 
 def is_template(value: Any) -> bool:
 	"""True when `value` is a string holding Jinja syntax."""
-	return isinstance(value, str) and any(marker in value for marker in _TEMPLATE_MARKERS)
+	# _TEMPLATE_MARKERS, spelt out: this runs for every string of every step
+	return isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value)
 
 
 # --- date helpers (shared with filters and the planner) -----------------------------------
@@ -408,12 +409,14 @@ def render_string(source: str, context: Mapping[str, Any]) -> str:
 	template = compile_template(source)
 	size = 0
 	chunks = []
-	with _render_errors():
+	try:
 		for chunk in template.generate(context):
 			size += len(chunk)
 			if size > MAX_OUTPUT_CHARS:
 				raise RenderError(f"rendered output is longer than {MAX_OUTPUT_CHARS} characters")
 			chunks.append(chunk)
+	except Exception as e:
+		_raise_render_error(e)  # (no context manager: this runs for every string of every step)
 	return "".join(chunks)
 
 
@@ -458,16 +461,21 @@ def _render_errors() -> Iterator[None]:
 	"""What rendering raises, as a RenderError saying what went wrong."""
 	try:
 		yield
-	except SecurityError as e:
+	except Exception as e:
+		_raise_render_error(e)
+
+
+def _raise_render_error(e: Exception) -> NoReturn:
+	"""Raise what rendering raised as a RenderError saying what went wrong (others as they are)."""
+	if isinstance(e, RenderError):
+		raise e
+	if isinstance(e, SecurityError):
 		raise RenderError(f"refused by the template sandbox: {e}")
-	except UndefinedError as e:
+	if isinstance(e, UndefinedError):
 		raise RenderError(f"undefined value: {e.message}")
-	except TemplateError as e:
+	if isinstance(e, TemplateError | TypeError | ValueError | ArithmeticError | LookupError):
 		raise RenderError(f"template error: {e}")
-	except (TypeError, ValueError, ArithmeticError, LookupError) as e:
-		if isinstance(e, RenderError):
-			raise
-		raise RenderError(f"template error: {e}")
+	raise e
 
 
 def render_value(value: Any, context: Mapping[str, Any], pointer: str = "") -> Any:
@@ -475,15 +483,46 @@ def render_value(value: Any, context: Mapping[str, Any], pointer: str = "") -> A
 
 	Errors name the JSON pointer of the string that failed, e.g. `/body/contact`.
 	"""
-	if isinstance(value, str):
+	try:
+		return _render_value(value, context)
+	except _Located as e:
+		raise RenderError(f"{pointer + ''.join(reversed(e.path)) or '/'}: {e}")
+
+
+class _Located(RenderError):
+	"""A RenderError on its way up `_render_value`, collecting its JSON pointer (innermost
+	part first): built only when rendering fails, not for every string that renders."""
+
+	def __init__(self, error: RenderError) -> None:
+		super().__init__(str(error))
+		self.path: list[str] = []
+
+
+def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
+	kind = type(value)  # the exact JSON types first: isinstance against an ABC costs more
+	if kind is str or (kind is not dict and kind is not list and isinstance(value, str)):
 		try:
 			return render_string(value, context)
 		except RenderError as e:
-			raise RenderError(f"{pointer or '/'}: {e}")
-	if isinstance(value, Mapping):
-		return {k: render_value(v, context, f"{pointer}/{_escape(k)}") for k, v in value.items()}
-	if isinstance(value, list | tuple):
-		return [render_value(v, context, f"{pointer}/{i}") for i, v in enumerate(value)]
+			raise _Located(e)
+	if kind is dict or isinstance(value, Mapping):
+		rendered = {}
+		for k, v in value.items():
+			try:
+				rendered[k] = _render_value(v, context)
+			except _Located as e:
+				e.path.append(f"/{_escape(k)}")
+				raise
+		return rendered
+	if kind is list or isinstance(value, list | tuple):
+		items = []
+		for i, v in enumerate(value):
+			try:
+				items.append(_render_value(v, context))
+			except _Located as e:
+				e.path.append(f"/{i}")
+				raise
+		return items
 	return value
 
 
