@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 DEFINITION_VERSION = 1
@@ -61,14 +62,15 @@ class Step:
 	# a window of its own (engine/quiet_hours.py).
 	quiet_hours: Any = True
 
-	@property
+	# cached on the instance (its fields never change): the planner asks for every step it looks at
+	@cached_property
 	def predecessors(self) -> tuple[str, ...]:
 		"""Every step that must finish before this one may start."""
 		return ((self.parent_id,) if self.parent_id else ()) + tuple(
 			d for d in self.depends_on if d != self.parent_id
 		)
 
-	@property
+	@cached_property
 	def trigger_type(self) -> str:
 		return self.trigger.get("type") or ("on_prev_complete" if self.predecessors else "on_flow_start")
 

@@ -24,7 +24,9 @@ class StepError(Exception):
 		self.code = code
 
 
-@dataclass(frozen=True)
+# Not frozen: one is made for every decision, and a frozen dataclass takes three times as long to
+# make. Treated as a value all the same: nothing changes one once it is made.
+@dataclass
 class Outcome:
 	status: str
 	output: Any = None

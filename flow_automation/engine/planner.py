@@ -92,7 +92,7 @@ class EngineError(ValueError):
 	"""A request the run's state does not allow (e.g. completing a step that is not waiting)."""
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen, as `Outcome`: one per decision
 class Decision:
 	step_id: str
 	action: str
@@ -286,6 +286,10 @@ def _decide(
 	return None
 
 
+_GO = ("go", "")
+_BLOCKED = ("blocked", "")
+
+
 def _release(
 	definition: Definition,
 	step: Step,
@@ -296,7 +300,7 @@ def _release(
 	if step.parent_id:
 		parent_status = _status(state, overlay, step.parent_id)
 		if parent_status not in TERMINAL:
-			return "blocked", ""
+			return _BLOCKED
 		parent = state.get(step.parent_id) or {}
 		if parent_status in (SKIPPED, CANCELLED):
 			return SKIP, f"parent '{step.parent_id}' did not run"
@@ -309,13 +313,16 @@ def _release(
 			return SKIP, f"'{step.parent_id}' failed and took its error branch"
 	deps = definition.dependencies(step.id)
 	if not deps:
-		return "go", ""
-	statuses = [_status(state, overlay, d) for d in deps]
-	if any(s not in TERMINAL for s in statuses):
-		return "blocked", ""
-	if not any(_passes_on(state, d, s) for d, s in zip(deps, statuses, strict=True)):
+		return _GO
+	passed = False  # one loop, no lists: this runs for every step a wave looks at
+	for dep in deps:
+		status = _status(state, overlay, dep)
+		if status not in TERMINAL:
+			return _BLOCKED
+		passed = passed or _passes_on(state, dep, status)
+	if not passed:
 		return SKIP, "none of " + ", ".join(f"'{d}'" for d in deps) + " completed"
-	return "go", ""
+	return _GO
 
 
 def _passes_on(state: Mapping[str, Mapping[str, Any]], step_id: str, status: str) -> bool:
