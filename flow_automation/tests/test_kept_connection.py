@@ -9,11 +9,9 @@ from unittest.mock import patch
 
 import frappe
 from frappe.database import get_db
-from frappe.tests.test_api import make_request
 
 from flow_automation import kept_connection
-from flow_automation.tests.test_whatsapp_webhook import NUMBER, URL, WebhookCase
-from flow_automation.tests.whatsapp_utils import inbound_message, signed
+from flow_automation.tests.test_whatsapp_webhook import WebhookCase
 
 
 def kept() -> list[int]:
@@ -57,25 +55,6 @@ class TestKeptConnection(WebhookCase):
 	def tearDown(self):
 		kept_connection.forget()
 		super().tearDown()
-
-	def deliver(self, text: str) -> str:
-		body = inbound_message(text, number=NUMBER)
-		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
-		self.wamids.append(message_id)
-		raw, signature = signed(body)
-		response = make_request(
-			target=self.client.post,
-			args=(URL,),
-			# buffered: read and closed as a server does once it has sent it, which is when
-			# Frappe runs after_response, and with it the hand-back
-			kwargs={
-				"data": raw,
-				"headers": {"Content-Type": "application/json", "X-Hub-Signature-256": signature},
-				"buffered": True,
-			},
-		)
-		self.assertEqual(response.status_code, 200)
-		return message_id
 
 	def stored(self, *message_ids: str) -> int:
 		frappe.db.rollback()  # see what the requests committed

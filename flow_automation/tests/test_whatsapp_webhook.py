@@ -68,6 +68,27 @@ class WebhookCase(FlowTestCase):
 		super().setUp()
 		_remove_jobs()
 
+	def deliver(self, text: str) -> str:
+		"""Deliver a signed text from NUMBER, answered 200; its wamid."""
+		body = inbound_message(text, number=NUMBER)
+		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+		self.wamids.append(message_id)
+		raw, signature = signed(body)
+		response = make_request(
+			target=self.client.post,
+			args=(URL,),
+			# buffered: the response is read and closed in the request's thread, as a server does
+			# once it has sent it; that is when Frappe runs after_response
+			kwargs={
+				"data": raw,
+				"headers": {"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+				"buffered": True,
+			},
+		)
+		self.assertEqual(response.status_code, 200)
+		frappe.db.rollback()  # see what the request's own connection committed
+		return message_id
+
 
 class TestWebhookRequests(WebhookCase):
 	def get(self, query: str):
@@ -271,28 +292,8 @@ class TestAnsweredAfterTheResponse(WebhookCase):
 				job.delete()
 		super().tearDownClass()
 
-	def post(self, text: str) -> tuple[int, str]:
-		body = inbound_message(text, number=NUMBER)
-		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
-		self.wamids.append(message_id)
-		raw, signature = signed(body)
-		response = make_request(
-			target=self.client.post,
-			args=(URL,),
-			# buffered: the response is read and closed in the request's thread, as a server does
-			# once it has sent it; that is when Frappe runs after_response
-			kwargs={
-				"data": raw,
-				"headers": {"Content-Type": "application/json", "X-Hub-Signature-256": signature},
-				"buffered": True,
-			},
-		)
-		self.assertEqual(response.status_code, 200)
-		frappe.db.rollback()  # see what the request's own connection committed
-		return message_id
-
 	def test_a_keyword_is_answered_right_after_the_200_without_a_job(self):
-		message_id = self.post("menu")
+		message_id = self.deliver("menu")
 		replies = [m for m in self.graph.sent_messages if m.get("to") == NUMBER.lstrip("+")]
 		self.assertEqual([m["text"]["body"] for m in replies], ["Here is the menu"])
 		row = frappe.db.get_value(
@@ -305,11 +306,11 @@ class TestAnsweredAfterTheResponse(WebhookCase):
 		self.assertIsNone(get_queue("default").fetch_job(start_job))  # nor a job to start its run
 
 	def test_a_reply_to_a_waiting_question_is_answered_right_after_the_200_without_a_job(self):
-		self.post("quiz")
+		self.deliver("quiz")
 		run = frappe.db.get_value("Flow Run", {"template": self.quiz.name}, "name")
 		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Waiting")
 		self.assertEqual(frappe.db.get_value("WhatsApp Conversation", NUMBER, "waiting_run"), run)
-		message_id = self.post("teal")
+		message_id = self.deliver("teal")
 		replies = [m["text"]["body"] for m in self.graph.sent_messages if m.get("to") == NUMBER.lstrip("+")]
 		self.assertEqual(replies[-2:], ["Favourite colour?", "teal it is"])
 		self.assertEqual(frappe.db.get_value("Flow Run", run, "status"), "Completed")
@@ -320,7 +321,7 @@ class TestAnsweredAfterTheResponse(WebhookCase):
 		self.assertFalse(_queued_jobs())
 
 	def test_a_message_no_flow_answers_is_left_to_the_job(self):
-		message_id = self.post("just saying hello")
+		message_id = self.deliver("just saying hello")
 		self.assertEqual(
 			frappe.db.get_value("WhatsApp Message", {"wamid": message_id}, "processing_status"), "Pending"
 		)
