@@ -14,6 +14,7 @@ import frappe
 from frappe.tests.test_api import make_request
 from frappe.utils import get_test_client
 from frappe.utils.background_jobs import get_queue, get_redis_conn
+from frappe.utils.password import set_encrypted_password
 
 from flow_automation import kept_connection, transaction
 from flow_automation.channels.whatsapp import FakeGraphAPI
@@ -68,11 +69,16 @@ class WebhookCase(FlowTestCase):
 		super().setUp()
 		_remove_jobs()
 
-	def deliver(self, text: str) -> str:
-		"""Deliver a signed text from NUMBER, answered 200; its wamid."""
+	def message(self, text: str) -> tuple[dict, str]:
+		"""A webhook body with one text from NUMBER, and its wamid (removed after the class)."""
 		body = inbound_message(text, number=NUMBER)
 		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
 		self.wamids.append(message_id)
+		return body, message_id
+
+	def deliver(self, text: str) -> str:
+		"""Deliver a signed text from NUMBER, answered 200; its wamid."""
+		body, message_id = self.message(text)
 		raw, signature = signed(body)
 		response = make_request(
 			target=self.client.post,
@@ -99,12 +105,6 @@ class TestWebhookRequests(WebhookCase):
 		if signature:
 			headers["X-Hub-Signature-256"] = signature
 		return make_request(target=self.client.post, args=(URL,), kwargs={"data": raw, "headers": headers})
-
-	def message(self, text: str) -> tuple[dict, str]:
-		body = inbound_message(text, number=NUMBER)
-		message_id = body["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
-		self.wamids.append(message_id)
-		return body, message_id
 
 	def stored(self, message_id: str) -> int:
 		frappe.db.rollback()  # see what the request's own connection committed
@@ -175,8 +175,6 @@ class TestWebhookRequests(WebhookCase):
 		self.assertEqual(routing.process_pending(), 3)  # and that job routes all three
 
 	def test_a_secret_changed_by_another_process_is_taken_at_once(self):
-		from frappe.utils.password import set_encrypted_password
-
 		accounts.webhook_accounts()  # this process holds its copy of the accounts
 		# another process saves a new app secret: the row, the Redis cache, not our copy
 		set_encrypted_password("WhatsApp Account", ACCOUNT, "rotated-secret", "app_secret")

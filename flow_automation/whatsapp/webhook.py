@@ -4,9 +4,10 @@ The webhook does as little as possible: check the signature over the raw bytes, 
 message with `INSERT IGNORE` on its unique wamid (a redelivery changes nothing), move each
 delivery status forward in one conditional UPDATE (unknown wamids match no row), and ring
 for `routing.process_pending` after commit (one job for a burst of deliveries), which does
-the rest (see `routing`). A
-message a flow will answer is routed right after the response instead, in this process
-(`routing.answer_now`), so the reply is not two background jobs away.
+the rest (see `routing`). A message a flow will answer is routed right after the response
+instead, in this process (`routing.answer_now`), so the reply is not two background jobs away.
+Each web worker keeps the request's database connection for its next delivery
+(`kept_connection`, from `api.webhook`).
 """
 
 from __future__ import annotations
@@ -144,7 +145,6 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 		_log_problems(batch, raw)
 	waiting = store_messages(batch.messages, account, known)
 	soon = answer_after_response(batch.messages, account, waiting, known)
-	wamids = [m.wamid for m in batch.messages if m.wamid not in soon]
 	failed = store_statuses(batch.statuses)
 	template_updates = [
 		{
@@ -164,7 +164,7 @@ def receive(raw: bytes, signature: str | None) -> tuple[int, str]:
 			enqueue(PROCESS, queue="short", failed=failed, template_updates=template_updates)
 		except RedisError:
 			apply_reports(failed, template_updates)
-	if wamids:
+	if any(m.wamid not in soon for m in batch.messages):
 		# stored Pending: if no job can be queued after commit, the minute cron drains them
 		routing.ring_for_pending()
 	return 200, "OK"
